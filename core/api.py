@@ -1,0 +1,264 @@
+"""The Python API; the CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ftk import config as config_lib
+from ftk.errors import FtkError
+from ftk.paths import ftk_home
+from ftk.registry import Registry, build_registry
+
+
+def run(
+    task: str | None = None,
+    data: str | None = None,
+    val_data: str | None = None,
+    test_data: str | None = None,
+    backbone: str | None = None,
+    config: str | Path | Mapping[str, Any] | Sequence[str | Path] | None = None,
+    set: Sequence[str] | Mapping[str, Any] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    plugins: Sequence[str] = (),
+) -> Any:
+    """Fine-tune, evaluate and export; the same names as `ftk run`'s flags.
+
+    Args:
+        task: task name; may come from a config file instead.
+        data, val_data, test_data: training/validation/test data paths. With no
+            training data, the task's built-in demo data is used (quickstart).
+        backbone: preset name, TF Hub handle or SavedModel folder.
+        config: YAML file path(s), or a mapping, merged over the defaults.
+        set: `KEY=VALUE` strings (YAML values) or a mapping of dotted keys.
+        epochs, batch_size: shorthands for `train.epochs`, `train.batch_size`.
+        output_dir: the run directory; default `runs/<task>-<timestamp>`.
+        resume: continue the run in `output_dir` from its last checkpoint.
+        overwrite: replace a non-empty `output_dir`.
+        plugins: extra plugin modules to load.
+
+    Returns:
+        A `RunResult` with `run_dir`, `metrics`, `history` and `config`.
+
+    Example:
+        ```python
+        result = ftk.run(task="text_classification", data="train.csv", epochs=3)
+        result.metrics["accuracy"]
+        ```
+    """
+    from ftk.rundir import prepare_run_dir
+
+    registry = build_registry(plugins)
+    layers = _config_layers(config, set)
+    flags = _flag_layer(task, data, val_data, test_data, backbone, epochs, batch_size, output_dir)
+    if resume and output_dir is not None:
+        saved = Path(output_dir) / "config.yaml"
+        if saved.exists():
+            layers.insert(0, (str(saved), config_lib.load_yaml_file(saved)))
+    layers.append(("command-line flags", flags))
+    task_name = _task_name(layers, registry)
+    task_spec = registry.task(task_name)
+    resolved = config_lib.resolve(task_spec.config, task_spec.config_types, layers)
+    resolved["task"] = task_name
+    if not resolved["data"]["train"]:
+        _use_demo_data(task_spec, resolved)
+    run_dir = prepare_run_dir(resolved["output_dir"], task_name, resume=resume, overwrite=overwrite)
+    resolved["output_dir"] = str(run_dir)
+    from ftk.runner import execute
+
+    return execute(task_spec, resolved, run_dir, registry, resume=resume)
+
+
+def evaluate(path: str | Path, data: str | Path, *, batch_size: int | None = None,
+             plugins: Sequence[str] = ()) -> dict[str, Any]:
+    """Metrics of a run or export folder on a labelled data file.
+
+    Example:
+        ```python
+        ftk.evaluate("runs/demo", data="test.csv")["accuracy"]
+        ```
+    """
+    from ftk.data import read_examples
+    from ftk.runner import score
+
+    predictor = load(path, plugins=plugins)
+    settings = dict(predictor.config)
+    if batch_size:
+        settings["train"] = {**settings["train"], "batch_size": batch_size}
+    examples = read_examples(predictor.task, str(data), settings)
+    return score(predictor.task, predictor, examples.inputs, examples.labels, examples.source,
+                 predictor.label_space, settings)
+
+
+def load(path: str | Path, *, plugins: Sequence[str] = ()) -> Any:
+    """Load a run directory or export folder for prediction (`.predict(inputs)`)."""
+    from ftk.export import read_metadata
+    from ftk.predictor import Predictor, find_export
+
+    registry = build_registry(plugins)
+    task_name = read_metadata(find_export(path))["task"]
+    return Predictor(path, registry.task(task_name))
+
+
+def predict(path: str | Path, inputs: Sequence[str], *, plugins: Sequence[str] = ()) -> list[dict]:
+    """Predictions for literal inputs or files, as `ftk predict` prints them."""
+    model = load(path, plugins=plugins)
+    return model.predict(model.task.prediction_inputs(list(inputs), model.config))
+
+
+def tasks(*, plugins: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Every registered task with its default backbone, head, loss and plugin."""
+    registry = build_registry(plugins)
+    return [{"task": name, "default_backbone": t.default_backbone, "head": t.head_name,
+             "loss": t.loss_name, "plugin": registry.plugin_of("task", name),
+             "description": t.description}
+            for name, t in sorted(registry.tasks.items())]
+
+
+def backbones(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Every backbone preset, and whether it is ready in the cache."""
+    from ftk.backbones.resolve import is_pulled
+
+    registry = build_registry(plugins)
+    return [{"name": name, "kind": b.kind, "source": b.handle or "built from a package",
+             "cached": is_pulled(name) if b.pull else None, "license": b.license,
+             "plugin": registry.plugin_of("backbone", name), "description": b.description}
+            for name, b in sorted(registry.backbones.items())]
+
+
+def pull_backbone(name: str, *, force: bool = False, plugins: Sequence[str] = ()) -> Path:
+    """Build a preset into the cache now (it is otherwise built on first use)."""
+    from ftk.backbones.resolve import pull
+
+    registry = build_registry(plugins)
+    if name not in registry.backbones:
+        known = ", ".join(sorted(registry.backbones)) or "none"
+        raise FtkError(f"Unknown backbone preset {name!r}. Known presets: {known}.")
+    return pull(registry.backbones[name], force=force)
+
+
+def convert_backbone(checkpoint_dir: str | Path, output_dir: str | Path, *,
+                     seq_length: int = 128) -> Path:
+    """Convert a BERT-family checkpoint folder (config.json, model.safetensors,
+    vocab.txt) into Hub-format encoder and preprocessor SavedModels."""
+    from ftk.backbones.bert_convert import convert_bert_checkpoint
+
+    return convert_bert_checkpoint(checkpoint_dir, output_dir, default_seq_length=seq_length)
+
+
+def plugins(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Loaded plugins: name, module, version and the hooks each implements."""
+    registry = build_registry(plugins)
+    return [{"name": info.name, "module": info.module, "version": info.version,
+             "hooks": info.hooks} for info in registry.plugins.values()]
+
+
+def export(run_dir: str | Path, format: str = "saved_model",
+           output: str | Path | None = None) -> Path:
+    """Write a finished run's model as a SavedModel folder or a TFLite file.
+
+    The run already holds `export/`; `saved_model` copies it elsewhere,
+    `tflite` converts its serving signature.
+    """
+    import shutil
+
+    from ftk.predictor import find_export
+    from ftk.rundir import replace_dir_atomic, staging_dir, write_bytes_atomic
+
+    source = find_export(run_dir)
+    if format == "saved_model":
+        if output is None or Path(output).resolve() == source.resolve():
+            return source
+        staging = staging_dir(Path(output))
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        replace_dir_atomic(staging, Path(output))
+        return Path(output)
+    if format != "tflite":
+        raise FtkError(f"Export format must be saved_model or tflite. Received: {format!r}")
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=["serving_default"])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.allow_custom_ops = True
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:
+        raise FtkError(
+            f"TFLite conversion of {source} failed: {str(error).splitlines()[0]}. Models whose "
+            "preprocessing uses ops TFLite lacks (e.g. tensorflow-text tokenizers) need the "
+            "SavedModel export instead."
+        ) from None
+    target = Path(output) if output else Path(run_dir) / "model.tflite"
+    write_bytes_atomic(target, flatbuffer)
+    return target
+
+
+def default_config(task: str, *, plugins: Sequence[str] = ()) -> dict[str, Any]:
+    """The full default config of `task` (what `ftk config TASK` prints)."""
+    spec = build_registry(plugins).task(task)
+    resolved = config_lib.default_config(spec.config)
+    resolved["task"] = task
+    return resolved
+
+
+def _config_layers(config: Any, assignments: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if isinstance(config, Mapping):
+        layers.append(("config argument", config))
+    elif config is not None:
+        paths = [config] if isinstance(config, (str, Path)) else list(config)
+        layers += [(str(path), config_lib.load_yaml_file(path)) for path in paths]
+    if isinstance(assignments, Mapping):
+        for key, value in assignments.items():
+            layers.append((f"set {key}", config_lib.nested(key, value)))
+    else:
+        for assignment in assignments or []:
+            layers.append((f"--set {assignment}", config_lib.parse_set(assignment)))
+    return layers
+
+
+def _flag_layer(task: Any, data: Any, val_data: Any, test_data: Any, backbone: Any,
+                epochs: Any, batch_size: Any, output_dir: Any) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    pairs = [("task", task), ("data.train", data), ("data.validation", val_data),
+             ("data.test", test_data), ("backbone.handle", backbone), ("train.epochs", epochs),
+             ("train.batch_size", batch_size), ("output_dir", output_dir)]
+    for key, value in pairs:
+        if value is not None:
+            _deep_update(flags, config_lib.nested(key, str(value) if isinstance(value, Path) else value))
+    return flags
+
+
+def _deep_update(target: dict, update: Mapping) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
+def _task_name(layers: Iterable[tuple[str, Mapping[str, Any]]], registry: Registry) -> str:
+    name = None
+    for _, layer in layers:
+        if isinstance(layer, Mapping) and layer.get("task"):
+            name = layer["task"]
+    if not name:
+        known = ", ".join(sorted(registry.tasks)) or "none"
+        raise FtkError(f"No task given. Pass --task TASK (known tasks: {known}).")
+    return name
+
+
+def _use_demo_data(task: Any, resolved: dict[str, Any]) -> None:
+    if task.demo_data is None:
+        raise FtkError(f"Task {task.name!r} has no demo data: pass --data PATH.")
+    paths = task.demo_data(ftk_home() / "demo" / task.name)
+    for split, path in paths.items():
+        if not resolved["data"].get(split):
+            resolved["data"][split] = str(path)
+    print(f"No --data given: running the {task.name} quickstart on its built-in demo data "
+          f"({resolved['data']['train']}).", file=sys.stderr)

@@ -1,0 +1,193 @@
+"""The `ftk` command line: a thin layer over the Python API in `ftk.api`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import click  # noqa: E402
+
+from ftk import api  # noqa: E402
+from ftk.errors import FtkError  # noqa: E402
+
+PLUGIN_OPTION = click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+                             help="Load a plugin module ad hoc (repeatable).")
+
+
+class FtkGroup(click.Group):
+    """Turns ftk errors into one readable line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted. Completed files in the run directory are intact.", err=True)
+            sys.exit(130)
+        except Exception as error:  # every failure reaches the user as one message
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            if isinstance(error, FtkError):
+                click.echo(f"Error: {error}", err=True)
+            else:
+                click.echo(f"Error: {type(error).__name__}: {error}\n"
+                           "Run with --debug for the full traceback.", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=FtkGroup)
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="ftk")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Fine-tune TF Hub backbones on text, image and detection tasks."""
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+@cli.command()
+@click.option("--task", help="Task to run (see `ftk tasks`).")
+@click.option("--data", help="Training data (file or folder). Omit for the quickstart.")
+@click.option("--val-data", help="Validation data; default: a split of --data.")
+@click.option("--test-data", help="Test data for the final metrics.")
+@click.option("--backbone", help="Preset name, TF Hub handle or SavedModel folder.")
+@click.option("--config", "configs", multiple=True, help="YAML config file (repeatable).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override one config key, e.g. train.learning_rate=3e-4 (repeatable).")
+@click.option("--epochs", type=int, help="Shorthand for --set train.epochs=N.")
+@click.option("--batch-size", type=int, help="Shorthand for --set train.batch_size=N.")
+@click.option("--output", help="Run directory (default runs/<task>-<timestamp>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty --output.")
+@PLUGIN_OPTION
+def run(task: str | None, data: str | None, val_data: str | None, test_data: str | None,
+        backbone: str | None, configs: tuple[str, ...], assignments: tuple[str, ...],
+        epochs: int | None, batch_size: int | None, output: str | None, resume: bool,
+        overwrite: bool, plugins: tuple[str, ...]) -> None:
+    """Fine-tune, evaluate and export a model."""
+    result = api.run(task=task, data=data, val_data=val_data, test_data=test_data,
+                     backbone=backbone, config=list(configs), set=list(assignments),
+                     epochs=epochs, batch_size=batch_size, output_dir=output, resume=resume,
+                     overwrite=overwrite, plugins=plugins)
+    click.echo(f"Run directory: {result.run_dir}")
+    if result.metrics:
+        headline = {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)}
+        click.echo(f"Metrics ({result.metrics.get('split')}): {json.dumps(headline)}")
+        click.echo(f"All metrics: {result.run_dir / 'metrics.json'}")
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--data", required=True, help="Labelled data to evaluate on.")
+@click.option("--batch-size", type=int)
+@PLUGIN_OPTION
+def evaluate(path: str, data: str, batch_size: int | None, plugins: tuple[str, ...]) -> None:
+    """Metrics of a run or export folder on labelled data (JSON)."""
+    click.echo(json.dumps(api.evaluate(path, data, batch_size=batch_size, plugins=plugins), indent=2))
+
+
+@cli.command()
+@click.argument("path")
+@click.argument("inputs", nargs=-1, required=True)
+@PLUGIN_OPTION
+def predict(path: str, inputs: tuple[str, ...], plugins: tuple[str, ...]) -> None:
+    """Predict for INPUTS (texts, files or a data file); JSON out."""
+    click.echo(json.dumps(api.predict(path, list(inputs), plugins=plugins), indent=2))
+
+
+@cli.command()
+@click.argument("run_dir")
+@click.option("--format", "export_format", type=click.Choice(["saved_model", "tflite"]),
+              default="saved_model", show_default=True)
+@click.option("--output", help="Where to write (default RUN_DIR/export or RUN_DIR/model.tflite).")
+def export(run_dir: str, export_format: str, output: str | None) -> None:
+    """Export a finished run as a SavedModel or a TFLite file."""
+    click.echo(str(api.export(run_dir, export_format, output)))
+
+
+@cli.command()
+@PLUGIN_OPTION
+def tasks(plugins: tuple[str, ...]) -> None:
+    """List the registered tasks."""
+    rows = [(t["task"], t["default_backbone"], t["head"], t["loss"], t["plugin"])
+            for t in api.tasks(plugins=plugins)]
+    _table(("TASK", "DEFAULT BACKBONE", "HEAD", "LOSS", "PLUGIN"), rows)
+
+
+@cli.command()
+@PLUGIN_OPTION
+def plugins(plugins: tuple[str, ...]) -> None:
+    """List the loaded plugins as JSON."""
+    click.echo(json.dumps(api.plugins(plugins=plugins), indent=2))
+
+
+@cli.command("config")
+@click.argument("task")
+@PLUGIN_OPTION
+def config_command(task: str, plugins: tuple[str, ...]) -> None:
+    """Print TASK's full default config as YAML."""
+    from ftk.config import dump
+
+    click.echo(dump(api.default_config(task, plugins=plugins)), nl=False)
+
+
+@cli.group()
+def backbones() -> None:
+    """List, pull and convert backbones."""
+
+
+@backbones.command("list")
+@PLUGIN_OPTION
+def backbones_list(plugins: tuple[str, ...]) -> None:
+    """Show presets and whether each is cached."""
+    rows = [(b["name"], b["kind"], {True: "yes", False: "no", None: "tfhub"}[b["cached"]],
+             b["source"], b["plugin"]) for b in api.backbones(plugins=plugins)]
+    _table(("NAME", "KIND", "CACHED", "SOURCE", "PLUGIN"), rows)
+
+
+@backbones.command("pull")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Rebuild even if cached.")
+@PLUGIN_OPTION
+def backbones_pull(name: str, force: bool, plugins: tuple[str, ...]) -> None:
+    """Build preset NAME into the cache now."""
+    click.echo(str(api.pull_backbone(name, force=force, plugins=plugins)))
+
+
+@backbones.command("convert")
+@click.argument("checkpoint_dir")
+@click.argument("output_dir")
+@click.option("--seq-length", type=int, default=128, show_default=True,
+              help="Sequence length of the preprocessor's default call.")
+def backbones_convert(checkpoint_dir: str, output_dir: str, seq_length: int) -> None:
+    """Convert a BERT-family checkpoint (config.json, model.safetensors, vocab.txt)."""
+    click.echo(str(api.convert_backbone(checkpoint_dir, output_dir, seq_length=seq_length)))
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def main() -> None:
+    """Console-script entry point: add plugin commands, then run."""
+    try:
+        from ftk.registry import build_registry, register_commands
+
+        register_commands(build_registry(), cli)
+    except FtkError as error:
+        if "--debug" in sys.argv:
+            traceback.print_exc()
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(1)
+    cli(prog_name="ftk")
+
+
+if __name__ == "__main__":
+    main()

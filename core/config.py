@@ -1,0 +1,257 @@
+"""Config: engine defaults, task defaults, YAML files, `--set`, then flags.
+
+A config is a plain nested dict. Every key a user may set exists in the
+defaults, so the defaults are also the schema: the type of a default is the
+type a user must give (types of keys defaulting to None are declared).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from ftk.errors import ConfigError
+
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "task": "",
+    "data": {
+        "train": None,
+        "validation": None,
+        "test": None,
+        "validation_split": 0.1,
+        "format": "auto",
+        "augment": False,
+    },
+    "backbone": {
+        "handle": None,
+        "preprocessor": None,
+        "trainable": False,
+        "trainable_blocks": None,
+        "trainable_patterns": [],
+    },
+    "head": {},
+    "loss": {},
+    "train": {
+        "epochs": 5,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "learning_rate": 1e-3,
+        "weight_decay": 0.01,
+        "schedule": "cosine",
+        "warmup_ratio": 0.1,
+        "backbone_lr_multiplier": 0.05,
+        "head_epochs": 0,
+        "early_stopping_patience": None,
+        "monitor": "val_loss",
+        "seed": 42,
+    },
+    "output_dir": None,
+}
+
+ENGINE_TYPES: dict[str, Any] = {
+    "data.train": str,
+    "data.validation": str,
+    "data.test": str,
+    "backbone.handle": str,
+    "backbone.preprocessor": str,
+    "backbone.trainable_blocks": int,
+    "train.early_stopping_patience": int,
+    "output_dir": str,
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.optimizer": ("adamw", "adam", "sgd"),
+    "train.schedule": ("cosine", "constant"),
+    "data.format": ("auto", "csv", "tsv", "jsonl", "folder"),
+}
+
+
+def default_config(task_defaults: Mapping[str, Any] = {}) -> dict[str, Any]:
+    """The engine defaults with a task's own keys and defaults merged over them."""
+    config = copy.deepcopy(ENGINE_DEFAULTS)
+    _merge(config, task_defaults, schema=None, source="task defaults")
+    return config
+
+
+def resolve(
+    task_defaults: Mapping[str, Any],
+    task_types: Mapping[str, Any],
+    layers: Iterable[tuple[str, Mapping[str, Any]]],
+) -> dict[str, Any]:
+    """Merge user layers over the defaults, validating each against them.
+
+    Args:
+        task_defaults: the task's `config`.
+        task_types: the task's `config_types`.
+        layers: `(source, mapping)` pairs in merge order; `source` names the
+            file or flag in error messages.
+
+    Returns:
+        The resolved config.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type.
+    """
+    config = default_config(task_defaults)
+    schema = _Schema(copy.deepcopy(config), {**ENGINE_TYPES, **task_types})
+    for source, layer in layers:
+        _merge(config, layer, schema=schema, source=source)
+    return config
+
+
+def load_yaml_file(path: str | Path) -> dict[str, Any]:
+    """Read one YAML config file, with errors naming the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist.") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"Config file {path} is not UTF-8 text: {error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"Malformed YAML in {path}{where}: {problem}.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"Config file {path} must hold a mapping of sections "
+            f"(task, data, backbone, ...). Received: {type(data).__name__}"
+        )
+    return data
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """Turn `a.b=value` (value parsed as YAML) into `{"a": {"b": value}}`."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"--set takes KEY=VALUE, e.g. --set train.epochs=3. Received: {assignment!r}"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return nested(key.strip(), value)
+
+
+def nested(dotted: str, value: Any) -> dict[str, Any]:
+    """`nested("a.b", 1) == {"a": {"b": 1}}`."""
+    result: dict[str, Any] = {}
+    node = result
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return result
+
+
+def get(config: Mapping[str, Any], dotted: str) -> Any:
+    """`get(config, "train.epochs")`."""
+    node: Any = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def dump(config: Mapping[str, Any]) -> str:
+    """The config as YAML, sections in their natural order."""
+    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
+
+
+class _Schema:
+    def __init__(self, defaults: dict[str, Any], types: Mapping[str, Any]):
+        self.defaults = defaults
+        self.types = types
+        self.paths = sorted(_dotted_paths(defaults))
+
+    def check(self, dotted: str, value: Any, source: str) -> None:
+        if dotted not in self.paths and not self._is_section(dotted):
+            nearest = difflib.get_close_matches(dotted, self.paths, n=1, cutoff=0.5)
+            hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+            raise ConfigError(
+                f"Unknown config key {dotted!r} in {source}.{hint} "
+                "Run `ftk config TASK` to see every key."
+            )
+        default = get(self.defaults, dotted)
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"Config key {dotted!r} in {source} is a section and takes a "
+                    f"mapping. Received: {value!r}"
+                )
+            return
+        expected = self.types.get(dotted, type(default))
+        if value is not None and not _is_instance(value, expected):
+            raise ConfigError(
+                f"Config key {dotted!r} in {source} must be {_type_name(expected)}. "
+                f"Received: {value!r} ({type(value).__name__})"
+            )
+        choices = CHOICES.get(dotted)
+        if choices and value not in choices:
+            raise ConfigError(
+                f"Config key {dotted!r} in {source} must be one of "
+                f"{', '.join(choices)}. Received: {value!r}"
+            )
+
+    def _is_section(self, dotted: str) -> bool:
+        try:
+            return isinstance(get(self.defaults, dotted), dict)
+        except (KeyError, TypeError):
+            return False
+
+
+def _merge(target: dict, layer: Mapping, schema: _Schema | None, source: str, prefix: str = "") -> None:
+    if not isinstance(layer, Mapping):
+        raise ConfigError(f"Config in {source} must be a mapping. Received: {layer!r}")
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if schema is not None:
+            schema.check(dotted, value, source)
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value, schema, source, prefix=f"{dotted}.")
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def _dotted_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterable[str]:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        yield dotted
+        if isinstance(value, dict):
+            yield from _dotted_paths(value, f"{dotted}.")
+
+
+def _is_instance(value: Any, expected: Any) -> bool:
+    options = expected if isinstance(expected, tuple) else (expected,)
+    for option in options:
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if option is int and isinstance(value, bool):
+            continue
+        if isinstance(value, option):
+            return True
+    return False
+
+
+def _type_name(expected: Any) -> str:
+    options = expected if isinstance(expected, tuple) else (expected,)
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a mapping"}
+    return " or ".join(names.get(option, option.__name__) for option in options)
+
+
+def merged(*trees: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge config trees, later ones winning (for building task defaults)."""
+    result: dict[str, Any] = {}
+    for tree in trees:
+        _merge(result, tree, schema=None, source="defaults")
+    return result

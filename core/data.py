@@ -1,0 +1,117 @@
+"""Reading the train/validation/test splits and feeding them through tf.data."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ftk.errors import DataError
+from ftk.labels import LabelSpace
+from ftk.task import Examples, Task
+
+
+@dataclass
+class Splits:
+    train: Examples
+    validation: Examples | None
+    test: Examples | None
+
+
+def read_examples(task: Task, path: str, config: Mapping[str, Any]) -> Examples:
+    """Read one data source with the task's reader, refusing an empty one."""
+    if not Path(path).exists():
+        raise DataError(f"Data file {path} does not exist. Check the path given to --data.")
+    examples = task.read_data(path, config)
+    if len(examples) == 0:
+        raise DataError(f"{path} holds no examples. Add labelled rows, or pass another file.")
+    return examples
+
+
+def load_splits(task: Task, config: Mapping[str, Any]) -> Splits:
+    """Read the splits named in `data`, carving validation out of train if needed."""
+    data = config["data"]
+    if not data["train"]:
+        raise DataError("No training data: pass --data PATH (or data.train in a config file).")
+    train = read_examples(task, data["train"], config)
+    if data["validation"]:
+        validation = read_examples(task, data["validation"], config)
+    elif data["validation_split"] > 0:
+        train, validation = split_validation(train, data["validation_split"], config["train"]["seed"])
+    else:
+        validation = None
+    test = read_examples(task, data["test"], config) if data["test"] else None
+    return Splits(train, validation, test)
+
+
+def split_validation(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
+    """A seeded split keeping every class in both parts (stratified)."""
+    if not 0 < fraction < 1:
+        raise DataError(f"data.validation_split must be between 0 and 1. Received: {fraction}")
+    rng = np.random.default_rng(seed)
+    labels = list(examples.labels)
+    if labels and isinstance(labels[0], (list, tuple)):
+        order = rng.permutation(len(labels))
+        count = max(1, int(round(fraction * len(labels))))
+        return _subset(examples, order[count:], "train"), _subset(examples, order[:count], "validation")
+    by_class: dict[Any, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    train_ids, val_ids = [], []
+    for label, ids in sorted(by_class.items()):
+        if len(ids) < 2:
+            raise DataError(
+                f"{examples.source}: class {label!r} has only {len(ids)} example, so the "
+                "validation split would have none. Add examples of it, or pass a "
+                "validation file with --val-data."
+            )
+        ids = rng.permutation(ids).tolist()
+        count = min(len(ids) - 1, max(1, int(round(fraction * len(ids)))))
+        val_ids += ids[:count]
+        train_ids += ids[count:]
+    return (_subset(examples, sorted(train_ids), "train"),
+            _subset(examples, sorted(val_ids), "validation"))
+
+
+def _subset(examples: Examples, ids: Any, part: str) -> Examples:
+    return Examples([examples.inputs[i] for i in ids], [examples.labels[i] for i in ids],
+                    f"{examples.source} ({part} part)")
+
+
+def check_validation_classes(validation: Examples, label_space: LabelSpace) -> None:
+    """Warn when a class never occurs in validation: its metrics will be empty."""
+    seen = {name for label in validation.labels
+            for name in (label if isinstance(label, (list, tuple)) else [label])}
+    missing = [name for name in label_space.classes if name not in seen]
+    if missing:
+        print(f"Warning: {validation.source} has no examples of class(es) "
+              f"{', '.join(missing)}; their validation metrics will be 0.", file=sys.stderr)
+
+
+def make_dataset(inputs: Any, targets: np.ndarray | None, preprocess: Callable,
+                 batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Any:
+    """Batch, preprocess in parallel inside tf.data, and prefetch.
+
+    Preprocessing is applied per batch (tokenizers and resizers are vectorised),
+    so no Python code runs per example.
+    """
+    import tensorflow as tf
+
+    raw = tf.data.Dataset.from_tensor_slices(np.asarray(inputs, dtype=object).astype(str)
+                                             if _is_text(inputs) else inputs)
+    dataset = raw if targets is None else tf.data.Dataset.zip((raw, tf.data.Dataset.from_tensor_slices(targets)))
+    if shuffle:
+        dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if targets is None:
+        dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = dataset.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _is_text(inputs: Any) -> bool:
+    return len(inputs) > 0 and isinstance(inputs[0], str)

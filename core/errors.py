@@ -1,0 +1,23 @@
+"""The one exception type ftk raises for problems a user can fix."""
+
+from __future__ import annotations
+
+
+class FtkError(Exception):
+    """A problem with the user's input, config, data or environment.
+
+    The CLI prints the message alone (no traceback unless `--debug`) and exits
+    non-zero, so the message must say what is wrong, where, and what to do.
+    """
+
+
+class ConfigError(FtkError):
+    """An unknown key, a wrong type or malformed YAML in a config."""
+
+
+class DataError(FtkError):
+    """A data file that is missing, empty or malformed."""
+
+
+class PluginError(FtkError):
+    """A plugin that failed to import or to register, or a duplicate name."""

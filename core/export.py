@@ -1,0 +1,55 @@
+"""Export: a SavedModel whose signatures take raw inputs (strings or encoded
+image bytes) and run preprocessing, the model and postprocessing inside."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import tensorflow as tf
+
+from ftk.labels import LabelSpace
+from ftk.rundir import replace_dir_atomic, staging_dir
+
+METADATA_FILE = "ftk.json"
+
+
+class ServingModule(tf.Module):
+    """Raw inputs in; `serving_default` gives predictions, `raw_outputs` the
+    model's outputs (logits), which `ftk evaluate` scores."""
+
+    def __init__(self, model: Any, preprocessor: Any, postprocess: Callable[[Any], dict]):
+        super().__init__(name="ftk_serving")
+        self.model = model
+        self.preprocessor = preprocessor
+        self._postprocess = postprocess
+        spec = [tf.TensorSpec([None], tf.string, name="inputs")]
+        self.serve = tf.function(self._serve, input_signature=spec)
+        self.raw_outputs = tf.function(self._raw_outputs, input_signature=spec)
+
+    def _forward(self, inputs: tf.Tensor) -> tf.Tensor:
+        return self.model(self.preprocessor(inputs), training=False)
+
+    def _serve(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._postprocess(self._forward(inputs))
+
+    def _raw_outputs(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"outputs": self._forward(inputs)}
+
+
+def export_saved_model(model: Any, preprocessor: Any, postprocess: Callable[[Any], dict],
+                       target: Path, metadata: Mapping[str, Any], label_space: LabelSpace) -> Path:
+    """Write the serving SavedModel plus `ftk.json` and `labels.txt`, atomically."""
+    module = ServingModule(model, preprocessor, postprocess)
+    staging = staging_dir(target)
+    tf.saved_model.save(module, str(staging), signatures={
+        "serving_default": module.serve, "raw_outputs": module.raw_outputs})
+    (staging / METADATA_FILE).write_text(json.dumps(dict(metadata), indent=2), encoding="utf-8")
+    (staging / "labels.txt").write_text("\n".join(label_space.classes) + "\n", encoding="utf-8")
+    replace_dir_atomic(staging, target)
+    return Path(target)
+
+
+def read_metadata(export_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(export_dir) / METADATA_FILE).read_text(encoding="utf-8"))

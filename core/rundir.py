@@ -1,0 +1,92 @@
+"""The run directory and atomic writes: a crash never leaves a half-written file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ftk.errors import FtkError
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to a temp file beside `path`, then rename it into place."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def replace_dir_atomic(staging: Path, target: Path) -> None:
+    """Move a fully written folder into place, keeping the old one until then."""
+    target = Path(target)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    Path(staging).rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_dir(target: Path) -> Path:
+    """An empty temp folder beside `target`, for `replace_dir_atomic`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+
+
+def prepare_run_dir(output_dir: str | None, task: str, *, resume: bool, overwrite: bool) -> Path:
+    """Create the run directory, refusing to mix a new run into an old one.
+
+    Args:
+        output_dir: `--output`; None means `runs/<task>-<timestamp>`.
+        task: the task name, for the default folder name.
+        resume: continue the run already in `output_dir`.
+        overwrite: delete what `output_dir` holds and start afresh.
+    """
+    if output_dir is None:
+        if resume:
+            raise FtkError("--resume needs --output RUN_DIR naming the run to continue.")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{task}-{stamp}"
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = Path("runs") / f"{task}-{stamp}-{suffix}"
+    else:
+        run_dir = Path(output_dir)
+    if resume:
+        if not (run_dir / "checkpoints" / "last").exists():
+            raise FtkError(
+                f"Cannot resume: {run_dir} has no checkpoints/last. Start a new run "
+                "without --resume, or point --output at an earlier run."
+            )
+        return run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise FtkError(
+                f"Output folder {run_dir} is not empty. Pass --resume to continue that "
+                "run, --overwrite to replace it, or choose another --output."
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir

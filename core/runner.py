@@ -1,0 +1,126 @@
+"""One fine-tuning run, start to finish: data, model, training, export, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ftk import config as config_lib
+from ftk.backbones.resolve import resolve_backbone
+from ftk.data import check_validation_classes, load_splits, make_dataset
+from ftk.labels import LabelSpace
+from ftk.registry import Registry
+from ftk.rundir import write_json_atomic, write_text_atomic
+from ftk.task import Task
+
+
+@dataclass
+class RunResult:
+    """What `ftk.run` returns.
+
+    Attributes:
+        run_dir: the run directory.
+        metrics: final evaluation metrics (also in `run_dir/metrics.json`).
+        history: per-epoch training metrics (also in `run_dir/history.csv`).
+        config: the resolved config (also in `run_dir/config.yaml`).
+    """
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registry,
+            *, resume: bool) -> RunResult:
+    """Train, export and evaluate one run into `run_dir`."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from ftk.export import export_saved_model
+    from ftk.plots import plot_history
+    from ftk.predictor import Predictor
+    from ftk.training.model import FineTuneModel
+    from ftk.training.trainer import train
+
+    seed = config["train"]["seed"]
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+    splits = load_splits(task, config)
+    label_space = LabelSpace.from_labels(splits.train.labels, source=splits.train.source)
+    train_targets = label_space.encode(splits.train.labels, source=splits.train.source)
+    validation_targets = None
+    if splits.validation is not None:
+        validation_targets = label_space.encode(splits.validation.labels, source=splits.validation.source)
+        check_validation_classes(splits.validation, label_space)
+    write_text_atomic(run_dir / "config.yaml", config_lib.dump(saved_config(config)))
+    write_text_atomic(run_dir / "labels.txt", "\n".join(label_space.classes) + "\n")
+
+    backbone = resolve_backbone(config["backbone"]["handle"] or task.default_backbone,
+                                registry.backbones, preprocessor=config["backbone"]["preprocessor"])
+    batch_size = config["train"]["batch_size"]
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        preprocessor = task.build_preprocessor(backbone, config)
+        head = task.build_head(backbone, label_space, config)
+        model = FineTuneModel(backbone.keras_layer(trainable=True), head, name="ftk_model")
+        loss = task.build_loss(label_space, config, class_counts(train_targets, label_space))
+    train_data = make_dataset(splits.train.inputs, train_targets, preprocessor, batch_size,
+                              shuffle=True, seed=seed)
+    validation_data = None if validation_targets is None else make_dataset(
+        splits.validation.inputs, validation_targets, preprocessor, batch_size)
+    model(next(iter(train_data))[0])  # build the head before optimisers and checkpoints
+    steps = -(-len(splits.train) // batch_size)
+    print(f"Training {task.name} on {len(splits.train)} examples ({label_space.num_classes} "
+          f"classes) with backbone {backbone.name} ...")
+    history = train(model, train_data, validation_data, loss=loss,
+                    metrics_factory=lambda: task.build_metrics(label_space, config),
+                    config=config, run_dir=run_dir, steps_per_epoch=steps, resume=resume)
+
+    metadata = {"task": task.name, "backbone": backbone.name, "labels": label_space.to_json(),
+                "config": saved_config(config)}
+    export_saved_model(model, preprocessor, lambda outputs: task.postprocess(outputs, label_space, config),
+                       run_dir / "export", metadata, label_space)
+    evaluation = splits.test if splits.test is not None else splits.validation
+    metrics: dict[str, Any] = {}
+    if evaluation is not None:
+        predictor = Predictor(run_dir, task)
+        metrics = score(task, predictor, evaluation.inputs, evaluation.labels, evaluation.source,
+                        label_space, config)
+        metrics["split"] = "test" if splits.test is not None else "validation"
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        if task.write_artifacts is not None:
+            task.write_artifacts(metrics, label_space, run_dir)
+    plot_history(history, run_dir / "plots" / "training_curves.png")
+    return RunResult(run_dir, metrics, history, config)
+
+
+def score(task: Task, predictor: Any, inputs: Any, labels: Any, source: str,
+          label_space: LabelSpace, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's whole-set metrics for one labelled data source."""
+    targets = label_space.encode(labels, source=source)
+    outputs = predictor.raw_outputs(inputs, batch_size=config["train"]["batch_size"])
+    return task.evaluate(targets, outputs, label_space, config)
+
+
+def class_counts(targets: Any, label_space: LabelSpace) -> Any:
+    import numpy as np
+
+    if label_space.multi_label:
+        return targets.sum(0)
+    return np.bincount(targets, minlength=label_space.num_classes)
+
+
+def saved_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as written to a run: data paths absolute, no output folder,
+    so `ftk run --config RUN/config.yaml` reproduces the run from anywhere."""
+    import copy
+
+    saved = copy.deepcopy(dict(config))
+    for key in ("train", "validation", "test"):
+        if saved["data"].get(key):
+            saved["data"][key] = str(Path(saved["data"][key]).resolve())
+    saved["output_dir"] = None
+    return saved

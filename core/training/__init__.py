@@ -1,0 +1,1 @@
+"""Model assembly, freezing, optimisation and the training loop."""

@@ -1,0 +1,76 @@
+"""Callbacks: stop on a non-finite loss, and keep last/best checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+
+from ftk.rundir import replace_dir_atomic, staging_dir
+
+CHECKPOINT_PREFIX = "ckpt"
+STATE_FILE = "state.json"
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training at the first NaN or Inf loss and remembers where."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: tuple[int, int] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = (self._epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+
+class RunCheckpointer(keras.callbacks.Callback):
+    """Writes `checkpoints/last` after every epoch and `checkpoints/best` on
+    improvement of the monitored value; each atomically, with a `state.json`
+    holding the epoch count and best value that `--resume` reads back."""
+
+    def __init__(self, checkpoint: tf.train.Checkpoint, folder: Path, monitor: str,
+                 phase: int, guard: NonFiniteLossGuard, best: float | None = None):
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.folder = Path(folder)
+        self.monitor = monitor
+        self.phase = phase
+        self.guard = guard
+        self.best = best
+        self.lower_is_better = "loss" in monitor
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self.guard.where is not None:
+            return  # never checkpoint weights that produced a non-finite loss
+        value = (logs or {}).get(self.monitor)
+        improved = value is not None and (
+            self.best is None or (value < self.best if self.lower_is_better else value > self.best))
+        if improved:
+            self.best = float(value)
+        state = {"epoch": epoch + 1, "phase": self.phase, "monitor": self.monitor, "best": self.best}
+        self._write("last", state)
+        if improved:
+            self._write("best", state)
+
+    def _write(self, name: str, state: dict[str, Any]) -> None:
+        target = self.folder / name
+        staging = staging_dir(target)
+        self.checkpoint.write(str(staging / CHECKPOINT_PREFIX))
+        (staging / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+        replace_dir_atomic(staging, target)
+
+
+def read_state(folder: Path) -> dict[str, Any] | None:
+    path = Path(folder) / STATE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

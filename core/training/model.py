@@ -1,0 +1,51 @@
+"""The fine-tuning model: a Hub backbone, a task head, and a training step
+that updates the head and only the selected backbone variables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+class FineTuneModel(keras.Model):
+    """`head(backbone(features), features)` with per-group optimisers.
+
+    The head is trained by the compiled optimiser; the selected backbone
+    variables by `backbone_optimizer`, which has its own (usually lower)
+    learning rate. A frozen backbone layer (`trainable=False`) runs in
+    inference mode, so dropout is off and normalisation statistics are fixed.
+    """
+
+    def __init__(self, backbone: keras.layers.Layer, head: keras.layers.Layer, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.head = head
+        self.backbone_train_variables: list[tf.Variable] = []
+        self.backbone_optimizer: keras.optimizers.Optimizer | None = None
+
+    def call(self, features: Any, training: bool | None = None) -> Any:
+        outputs = self.backbone(features, training=training)
+        return self.head(outputs, features, training=training)
+
+    def set_backbone_training(self, variables: list[tf.Variable],
+                              optimizer: keras.optimizers.Optimizer | None) -> None:
+        """Choose which backbone variables train, and with which optimiser."""
+        self.backbone.trainable = bool(variables)
+        self.backbone_train_variables = list(variables)
+        self.backbone_optimizer = optimizer if variables else None
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        features, targets, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        head_variables = self.head.trainable_variables
+        with tf.GradientTape() as tape:
+            predictions = self(features, training=True)
+            loss = self.compute_loss(features, targets, predictions, sample_weight)
+        gradients = tape.gradient(loss, head_variables + self.backbone_train_variables)
+        split = len(head_variables)
+        self.optimizer.apply_gradients(zip(gradients[:split], head_variables))
+        if self.backbone_train_variables:
+            self.backbone_optimizer.apply_gradients(
+                zip(gradients[split:], self.backbone_train_variables))
+        return self.compute_metrics(features, targets, predictions, sample_weight)

@@ -1,0 +1,137 @@
+"""The training loop: phases, checkpoints, resume, early stopping, logs."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import tensorflow as tf
+import tf_keras as keras
+
+from ftk.errors import FtkError
+from ftk.training.callbacks import CHECKPOINT_PREFIX, NonFiniteLossGuard, RunCheckpointer, read_state
+from ftk.training.freezing import select_trainable
+from ftk.training.model import FineTuneModel
+from ftk.training.optim import build_optimizer
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with one freezing policy and learning rates."""
+
+    start: int
+    end: int
+    train_backbone: bool
+    head_learning_rate: float
+    backbone_learning_rate: float
+
+
+def plan_phases(config: Mapping[str, Any]) -> list[Phase]:
+    """One phase, or two for two-phase fine-tuning (head first, then all at a lower rate)."""
+    train = config["train"]
+    epochs, rate = train["epochs"], train["learning_rate"]
+    lower = rate * train["backbone_lr_multiplier"]
+    if not config["backbone"]["trainable"]:
+        return [Phase(0, epochs, False, rate, 0.0)]
+    head_epochs = min(train["head_epochs"], epochs)
+    if head_epochs <= 0:
+        return [Phase(0, epochs, True, rate, lower)]
+    phases = [Phase(0, head_epochs, False, rate, 0.0)]
+    if epochs > head_epochs:
+        phases.append(Phase(head_epochs, epochs, True, lower, lower))
+    return phases
+
+
+def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: Any,
+          metrics_factory: Any, config: Mapping[str, Any], run_dir: Path,
+          steps_per_epoch: int, resume: bool) -> dict[str, list[float]]:
+    """Fit `model` through every phase; returns the per-epoch history.
+
+    Raises:
+        FtkError: the loss became NaN or Inf.
+    """
+    train_config = config["train"]
+    monitor = train_config["monitor"] if validation_data is not None else "loss"
+    backbone_variables = select_trainable(model.backbone.trainable_weights, config["backbone"])
+    folder = run_dir / "checkpoints"
+    state = read_state(folder / "last") if resume else None
+    done = state["epoch"] if state else 0
+    best = state.get("best") if state else None
+    for index, phase in enumerate(plan_phases(config)):
+        if phase.end <= done:
+            continue
+        steps = steps_per_epoch * (phase.end - phase.start)
+        head_optimizer = build_optimizer(train_config, phase.head_learning_rate, steps, "head_optimizer")
+        model.compile(optimizer=head_optimizer, loss=loss, metrics=metrics_factory())
+        chosen = backbone_variables if phase.train_backbone else []
+        backbone_optimizer = build_optimizer(
+            train_config, phase.backbone_learning_rate, steps, "backbone_optimizer") if chosen else None
+        model.set_backbone_training(chosen, backbone_optimizer)
+        head_optimizer.build(model.head.trainable_variables)
+        if backbone_optimizer is not None:
+            backbone_optimizer.build(chosen)
+        parts = {"model": model, "optimizer": head_optimizer}
+        if backbone_optimizer is not None:
+            parts["backbone_optimizer"] = backbone_optimizer
+        checkpoint = tf.train.Checkpoint(**parts)
+        if state and done > 0:
+            same_phase = state.get("phase") == index
+            restore = checkpoint if same_phase else tf.train.Checkpoint(model=model)
+            restore.read(str(folder / "last" / CHECKPOINT_PREFIX)).expect_partial()
+            print(f"Resuming from epoch {done} of {train_config['epochs']}.")
+        guard = NonFiniteLossGuard()
+        checkpointer = RunCheckpointer(checkpoint, folder, monitor, index, guard, best)
+        model.fit(
+            train_data,
+            validation_data=validation_data,
+            initial_epoch=max(done, phase.start),
+            epochs=phase.end,
+            callbacks=_callbacks(guard, checkpointer, monitor, train_config, run_dir, append=done > 0),
+            verbose=2 if _quiet() else 1,
+        )
+        if guard.where is not None:
+            epoch, batch = guard.where
+            raise FtkError(
+                f"Training stopped: the loss became NaN or Inf at epoch {epoch}, batch {batch}. "
+                f"Lower train.learning_rate (now {phase.head_learning_rate:g}), check the data "
+                "for broken labels or inputs, or use a warmup (train.warmup_ratio). "
+                f"Checkpoints up to the previous epoch are kept in {folder}."
+            )
+        best = checkpointer.best
+        done = phase.end
+        if model.stop_training:
+            break  # early stopping ends the run, not only the phase
+    if (folder / "best").exists():
+        tf.train.Checkpoint(model=model).read(str(folder / "best" / CHECKPOINT_PREFIX)).expect_partial()
+    return read_history(run_dir / "history.csv")
+
+
+def _callbacks(guard: NonFiniteLossGuard, checkpointer: RunCheckpointer, monitor: str,
+               train_config: Mapping[str, Any], run_dir: Path, append: bool) -> list:
+    callbacks = [guard, checkpointer,
+                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append),
+                 keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False,
+                                             profile_batch=0)]
+    patience = train_config["early_stopping_patience"]
+    if patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=patience, mode="min" if "loss" in monitor else "max"))
+    return callbacks
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """history.csv as columns of floats."""
+    if not path.exists():
+        return {}
+    with open(path, newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def _quiet() -> bool:
+    import os
+    import sys
+
+    return bool(os.environ.get("CI")) or not sys.stdout.isatty()

@@ -1,0 +1,1 @@
+"""Task plugins shipped with ftk; each registers itself like a third-party plugin."""

@@ -1,0 +1,84 @@
+"""Text preprocessing for both tf.hub text conventions.
+
+Embedding models (nnlm, USE) take raw strings. BERT-style encoders take token
+ids, made either by the matching preprocessor SavedModel or, when there is
+none, by tensorflow-text's BertTokenizer over the encoder's vocab asset.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import tensorflow as tf
+import tensorflow_hub as hub
+import tensorflow_text as text
+
+import ftk
+
+
+class RawStrings(tf.Module):
+    """Embedding models tokenize inside themselves: pass strings through."""
+
+    def __call__(self, strings: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(strings, [-1])
+
+
+class HubBertPreprocessor(tf.Module):
+    """A tf.hub BERT preprocessor SavedModel: `tokenize`, then `bert_pack_inputs`."""
+
+    def __init__(self, handle: str, seq_length: int):
+        super().__init__(name="bert_preprocessor")
+        self.model = hub.load(handle)
+        self.seq_length = seq_length
+
+    def __call__(self, strings: tf.Tensor) -> dict[str, tf.Tensor]:
+        tokens = self.model.tokenize(tf.reshape(strings, [-1]))
+        return self.model.bert_pack_inputs([tokens], seq_length=self.seq_length)
+
+
+class VocabBertPreprocessor(tf.Module):
+    """WordPiece over a vocab file, packed as `[CLS] tokens [SEP]` and padded."""
+
+    def __init__(self, vocab_file: str, lower_case: bool, seq_length: int):
+        super().__init__(name="bert_preprocessor")
+        vocab = tf.io.gfile.GFile(vocab_file).read().splitlines()
+        ids = {token: i for i, token in enumerate(vocab)}
+        missing = [t for t in ("[CLS]", "[SEP]") if t not in ids]
+        if missing:
+            raise ftk.FtkError(f"Vocab file {vocab_file} lacks {', '.join(missing)}; it is not a BERT vocab.")
+        self.tokenizer = text.BertTokenizer(vocab_file, lower_case=lower_case,
+                                            token_out_type=tf.int32)
+        self.cls_id, self.sep_id = ids["[CLS]"], ids["[SEP]"]
+        self.seq_length = seq_length
+
+    def __call__(self, strings: tf.Tensor) -> dict[str, tf.Tensor]:
+        tokens = self.tokenizer.tokenize(tf.reshape(strings, [-1])).merge_dims(-2, -1)
+        trimmed = text.RoundRobinTrimmer(max_seq_length=self.seq_length - 2).trim([tokens])
+        word_ids, type_ids = text.combine_segments(
+            trimmed, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id)
+        word_ids, mask = text.pad_model_inputs(word_ids, max_seq_length=self.seq_length)
+        type_ids, _ = text.pad_model_inputs(type_ids, max_seq_length=self.seq_length)
+        return {"input_word_ids": tf.cast(word_ids, tf.int32), "input_mask": tf.cast(mask, tf.int32),
+                "input_type_ids": tf.cast(type_ids, tf.int32)}
+
+
+def build_text_preprocessor(backbone: Any, config: Mapping[str, Any]) -> tf.Module:
+    """The preprocessor matching the backbone's convention."""
+    if backbone.kind == "text_embedding":
+        return RawStrings()
+    if backbone.kind != "text_encoder":
+        raise ftk.FtkError(
+            f"Backbone {backbone.name!r} is an {backbone.kind} backbone; text_classification "
+            "needs a text embedding or a BERT-style text encoder (e.g. --backbone minilm-l6)."
+        )
+    seq_length = config["backbone"]["max_seq_length"]
+    if backbone.preprocessor:
+        return HubBertPreprocessor(backbone.preprocessor, seq_length)
+    saved = backbone.saved_model
+    if hasattr(saved, "vocab_file"):
+        lower_case = bool(saved.do_lower_case.numpy()) if hasattr(saved, "do_lower_case") else True
+        return VocabBertPreprocessor(saved.vocab_file.asset_path.numpy().decode(), lower_case, seq_length)
+    raise ftk.FtkError(
+        f"Backbone {backbone.name!r} is a BERT-style encoder with neither a preprocessor nor a "
+        "vocab_file asset. Set backbone.preprocessor to its matching TF Hub preprocessor handle."
+    )
