@@ -173,6 +173,17 @@ class _Schema:
         self.types = types
         self.paths = sorted(_dotted_paths(defaults))
 
+    def coerce(self, dotted: str, value: Any) -> Any:
+        """YAML 1.1 reads `3e-4` (no dot) as a string; accept it where a number goes."""
+        if isinstance(value, str) and dotted in self.paths:
+            expected = self.types.get(dotted, type(get(self.defaults, dotted)))
+            if float in (expected if isinstance(expected, tuple) else (expected,)):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+        return value
+
     def check(self, dotted: str, value: Any, source: str) -> None:
         if dotted not in self.paths and not self._is_section(dotted):
             nearest = difflib.get_close_matches(dotted, self.paths, n=1, cutoff=0.5)
@@ -215,6 +226,7 @@ def _merge(target: dict, layer: Mapping, schema: _Schema | None, source: str, pr
     for key, value in layer.items():
         dotted = f"{prefix}{key}"
         if schema is not None:
+            value = schema.coerce(dotted, value)
             schema.check(dotted, value, source)
         if isinstance(value, Mapping) and isinstance(target.get(key), dict):
             _merge(target[key], value, schema, source, prefix=f"{dotted}.")

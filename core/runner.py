@@ -44,6 +44,8 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
     from ftk.training.model import FineTuneModel
     from ftk.training.trainer import train
 
+    # Keras's per-batch timing and config-serialisation warnings are noise here.
+    tf.get_logger().setLevel("ERROR")
     seed = config["train"]["seed"]
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-from ftk.rundir import replace_dir_atomic, staging_dir
+from ftk.rundir import replace_dir_atomic, staging_dir, write_text_atomic
 
 CHECKPOINT_PREFIX = "ckpt"
 STATE_FILE = "state.json"
@@ -37,10 +39,15 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 class RunCheckpointer(keras.callbacks.Callback):
     """Writes `checkpoints/last` after every epoch and `checkpoints/best` on
     improvement of the monitored value; each atomically, with a `state.json`
-    holding the epoch count and best value that `--resume` reads back."""
+    holding the epoch count and best value that `--resume` reads back.
+
+    It also writes `history.csv`, just before `last`, so the history never
+    holds an epoch that resuming would train again.
+    """
 
     def __init__(self, checkpoint: tf.train.Checkpoint, folder: Path, monitor: str,
-                 phase: int, guard: NonFiniteLossGuard, best: float | None = None):
+                 phase: int, guard: NonFiniteLossGuard, history_path: Path,
+                 done: int = 0, best: float | None = None):
         super().__init__()
         self.checkpoint = checkpoint
         self.folder = Path(folder)
@@ -49,6 +56,8 @@ class RunCheckpointer(keras.callbacks.Callback):
         self.guard = guard
         self.best = best
         self.lower_is_better = "loss" in monitor
+        self.history_path = Path(history_path)
+        self.rows = [row for row in read_history_rows(self.history_path) if int(row["epoch"]) < done]
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if self.guard.where is not None:
@@ -59,6 +68,8 @@ class RunCheckpointer(keras.callbacks.Callback):
         if improved:
             self.best = float(value)
         state = {"epoch": epoch + 1, "phase": self.phase, "monitor": self.monitor, "best": self.best}
+        self.rows.append({"epoch": str(epoch), **{k: repr(float(v)) for k, v in (logs or {}).items()}})
+        _write_rows(self.history_path, self.rows)
         self._write("last", state)
         if improved:
             self._write("best", state)
@@ -74,3 +85,20 @@ class RunCheckpointer(keras.callbacks.Callback):
 def read_state(folder: Path) -> dict[str, Any] | None:
     path = Path(folder) / STATE_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def read_history_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of history.csv, as strings."""
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())

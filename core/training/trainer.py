@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -11,7 +10,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 from ftk.errors import FtkError
-from ftk.training.callbacks import CHECKPOINT_PREFIX, NonFiniteLossGuard, RunCheckpointer, read_state
+from ftk.training.callbacks import (
+    CHECKPOINT_PREFIX,
+    NonFiniteLossGuard,
+    RunCheckpointer,
+    read_history_rows,
+    read_state,
+)
 from ftk.training.freezing import select_trainable
 from ftk.training.model import FineTuneModel
 from ftk.training.optim import build_optimizer
@@ -82,13 +87,14 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
             restore.read(str(folder / "last" / CHECKPOINT_PREFIX)).expect_partial()
             print(f"Resuming from epoch {done} of {train_config['epochs']}.")
         guard = NonFiniteLossGuard()
-        checkpointer = RunCheckpointer(checkpoint, folder, monitor, index, guard, best)
+        checkpointer = RunCheckpointer(checkpoint, folder, monitor, index, guard,
+                                       run_dir / "history.csv", done, best)
         model.fit(
             train_data,
             validation_data=validation_data,
             initial_epoch=max(done, phase.start),
             epochs=phase.end,
-            callbacks=_callbacks(guard, checkpointer, monitor, train_config, run_dir, append=done > 0),
+            callbacks=_callbacks(guard, checkpointer, monitor, train_config, run_dir),
             verbose=2 if _quiet() else 1,
         )
         if guard.where is not None:
@@ -109,9 +115,8 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
 
 
 def _callbacks(guard: NonFiniteLossGuard, checkpointer: RunCheckpointer, monitor: str,
-               train_config: Mapping[str, Any], run_dir: Path, append: bool) -> list:
+               train_config: Mapping[str, Any], run_dir: Path) -> list:
     callbacks = [guard, checkpointer,
-                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append),
                  keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False,
                                              profile_batch=0)]
     patience = train_config["early_stopping_patience"]
@@ -123,10 +128,7 @@ def _callbacks(guard: NonFiniteLossGuard, checkpointer: RunCheckpointer, monitor
 
 def read_history(path: Path) -> dict[str, list[float]]:
     """history.csv as columns of floats."""
-    if not path.exists():
-        return {}
-    with open(path, newline="", encoding="utf-8") as stream:
-        rows = list(csv.DictReader(stream))
+    rows = read_history_rows(path)
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 

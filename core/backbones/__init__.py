@@ -1,0 +1,1 @@
+"""Backbone loading, presets and converters."""

@@ -1,0 +1,165 @@
+"""Helpers for testing ftk plugins offline: tiny backbones, a smoke run, a spec check.
+
+Example:
+    ```python
+    from ftk import testing
+
+    def test_my_task(tmp_path):
+        backbone = testing.tiny_text_embedding(tmp_path / "embedding")
+        result = testing.smoke_run("my_task", data="train.csv", backbone=backbone,
+                                   output_dir=tmp_path / "run", plugins=["my_plugin"])
+        assert "accuracy" in result.metrics
+    ```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from ftk.config import ENGINE_DEFAULTS
+from ftk.task import Task
+
+
+def tiny_text_embedding(path: str | Path, *, dim: int = 16, buckets: int = 512, seed: int = 0) -> str:
+    """Write a tiny tf.hub text-embedding SavedModel: strings[B] -> float32[B, dim].
+
+    Words are hashed into `buckets` random embeddings and averaged, then a
+    trainable dense layer mixes them, so the model follows the nnlm/USE
+    convention (with a `training` argument and trainable variables) in a few KB.
+
+    Returns:
+        The SavedModel folder, usable as `--backbone`.
+    """
+    import tensorflow as tf
+
+    # AutoTrackable rather than tf.Module: hub.KerasLayer reads `variables` and
+    # `trainable_variables` as saved attributes, which tf.Module only computes.
+    class TinyTextEmbedding(tf.__internal__.tracking.AutoTrackable):
+        def __init__(self) -> None:
+            generator = tf.random.Generator.from_seed(seed)
+            self.embeddings = tf.Variable(generator.normal([buckets, dim]), name="embeddings")
+            self.kernel = tf.Variable(generator.normal([dim, dim]) / dim ** 0.5, name="layer_0/kernel")
+            self.bias = tf.Variable(tf.zeros([dim]), name="layer_0/bias")
+            self.trainable_variables = [self.embeddings, self.kernel, self.bias]
+            self.variables = list(self.trainable_variables)
+            self.regularization_losses: list = []
+
+        @tf.function
+        def __call__(self, strings: tf.Tensor, training: bool = False) -> tf.Tensor:
+            words = tf.strings.split(tf.strings.lower(strings))
+            ids = tf.strings.to_hash_bucket_fast(words, buckets)
+            vectors = tf.reduce_mean(tf.gather(self.embeddings, ids), axis=1)
+            vectors = tf.where(tf.math.is_finite(vectors), vectors, tf.zeros_like(vectors))
+            return tf.tanh(tf.matmul(vectors, self.kernel) + self.bias)
+
+    module = TinyTextEmbedding()
+    for training in (False, True):
+        module.__call__.get_concrete_function(tf.TensorSpec([None], tf.string), training=training)
+    tf.saved_model.save(module, str(path))
+    return str(path)
+
+
+def tiny_bert_checkpoint(path: str | Path, *, words: Sequence[str], hidden: int = 32,
+                         layers: int = 2, heads: int = 4, intermediate: int = 64,
+                         max_positions: int = 64, seed: int = 0) -> Path:
+    """Write a tiny random BERT checkpoint folder (config.json, model.safetensors,
+    vocab.txt) in the Hugging Face layout, for `ftk backbones convert`."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))]
+    vocab += [f"##{w}" for w in ("s", "ing", "ed", "er")]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": hidden,
+              "num_hidden_layers": layers, "num_attention_heads": heads,
+              "intermediate_size": intermediate, "hidden_act": "gelu",
+              "max_position_embeddings": max_positions, "type_vocab_size": 2,
+              "vocab_size": len(vocab), "layer_norm_eps": 1e-12,
+              "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    tensors = {
+        "embeddings.word_embeddings.weight": normal(len(vocab), hidden),
+        "embeddings.position_embeddings.weight": normal(max_positions, hidden),
+        "embeddings.token_type_embeddings.weight": normal(2, hidden),
+        "embeddings.LayerNorm.weight": 1 + normal(hidden),
+        "embeddings.LayerNorm.bias": normal(hidden),
+        "pooler.dense.weight": normal(hidden, hidden),
+        "pooler.dense.bias": normal(hidden),
+    }
+    shapes = {"attention.self.query": (hidden, hidden), "attention.self.key": (hidden, hidden),
+              "attention.self.value": (hidden, hidden), "attention.output.dense": (hidden, hidden),
+              "intermediate.dense": (intermediate, hidden), "output.dense": (hidden, intermediate)}
+    for layer in range(layers):
+        prefix = f"encoder.layer.{layer}."
+        for name, (rows, cols) in shapes.items():
+            tensors[prefix + name + ".weight"] = normal(rows, cols)
+            tensors[prefix + name + ".bias"] = normal(rows)
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            tensors[prefix + norm + ".weight"] = 1 + normal(hidden)
+            tensors[prefix + norm + ".bias"] = normal(hidden)
+    save_file(tensors, str(folder / "model.safetensors"))
+    return folder
+
+
+def tiny_bert(path: str | Path, *, words: Sequence[str], seq_length: int = 32, **sizes: Any) -> str:
+    """A tiny random BERT converted to Hub format (`encoder/`, `preprocessor/`).
+
+    Returns:
+        The folder, usable as `--backbone` (ftk finds both SavedModels in it).
+    """
+    from ftk.backbones.bert_convert import convert_bert_checkpoint
+
+    folder = Path(path)
+    checkpoint = tiny_bert_checkpoint(folder.with_name(folder.name + "-checkpoint"), words=words, **sizes)
+    convert_bert_checkpoint(checkpoint, folder, default_seq_length=seq_length)
+    return str(folder)
+
+
+def smoke_run(task: str, *, data: str | Path, backbone: str | Path, output_dir: str | Path,
+              plugins: Sequence[str] = (), epochs: int = 1, batch_size: int = 4,
+              **settings: Any) -> Any:
+    """Run `task` end to end for a few steps and check the run directory.
+
+    Extra keyword arguments are dotted config keys (use `__` for dots), e.g.
+    `head__dropout=0.0`.
+
+    Returns:
+        The `RunResult`.
+    """
+    import ftk
+
+    overrides = {key.replace("__", "."): value for key, value in settings.items()}
+    result = ftk.run(task=task, data=str(data), backbone=str(backbone), epochs=epochs,
+                     batch_size=batch_size, output_dir=str(output_dir), set=overrides,
+                     plugins=plugins)
+    run_dir = Path(result.run_dir)
+    for name in ("config.yaml", "labels.txt", "history.csv", "metrics.json",
+                 "export/saved_model.pb", "checkpoints/last"):
+        assert (run_dir / name).exists(), f"smoke run wrote no {name} in {run_dir}"
+    return result
+
+
+def check_task(task: Task) -> list[str]:
+    """Problems with a Task spec, as readable strings (empty when it is fine)."""
+    problems = []
+    if not task.name.isidentifier():
+        problems.append(f"task name {task.name!r} should be an identifier (letters, digits, _)")
+    for field in ("read_data", "build_preprocessor", "build_head", "build_loss", "evaluate",
+                  "postprocess", "build_metrics", "format_prediction", "prediction_inputs"):
+        if not callable(getattr(task, field)):
+            problems.append(f"{field} is not callable")
+    unknown = sorted(set(task.config) - set(ENGINE_DEFAULTS))
+    if unknown:
+        problems.append(f"config has sections the engine does not know: {', '.join(unknown)}")
+    return problems
+

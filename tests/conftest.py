@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny offline backbones and small labelled text files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+SPORTS = "goal match team score player league coach win stadium referee".split()
+COOKING = "oven recipe bake flour sugar pan dinner taste butter garlic".split()
+WORDS = SPORTS + COOKING
+
+
+def write_topic_csv(path: Path, count: int = 40, seed: int = 0) -> Path:
+    """`count` rows per class of six topic words each; linearly separable."""
+    rng = random.Random(seed)
+    rows = [(" ".join(rng.choice(words) for _ in range(6)), label)
+            for _ in range(count) for label, words in (("sports", SPORTS), ("cooking", COOKING))]
+    rng.shuffle(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """Keep each test's cache and default run folder out of the user's home."""
+    home = Path(os.environ.get("FTK_TEST_HOME") or tmp_path_factory.mktemp("ftk_home"))
+    monkeypatch.setenv("FTK_HOME", str(home))
+    monkeypatch.delenv("FTK_PLUGINS", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def embedding(tmp_path_factory) -> str:
+    from ftk import testing
+
+    return testing.tiny_text_embedding(tmp_path_factory.mktemp("backbones") / "tiny_embedding")
+
+
+@pytest.fixture(scope="session")
+def bert(tmp_path_factory) -> str:
+    from ftk import testing
+
+    return testing.tiny_bert(tmp_path_factory.mktemp("backbones") / "tiny_bert", words=WORDS)
+
+
+@pytest.fixture(scope="session")
+def topics(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("topics")
+    return {"train": write_topic_csv(folder / "train.csv", 40, seed=0),
+            "test": write_topic_csv(folder / "test.csv", 10, seed=1)}
