@@ -1,0 +1,90 @@
+"""Config merging and validation, through `ftk config`, `ftk run` and `ftk.run`."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+import ftk
+from ftk import config as config_lib
+from helpers import ftk_cli
+
+
+def test_ftk_config_prints_the_full_default_config():
+    result = ftk_cli("config", "text_classification")
+    assert result.exit_code == 0
+    printed = yaml.safe_load(result.stdout)
+    assert printed == ftk.default_config("text_classification")
+    assert printed["task"] == "text_classification"
+    assert printed["data"]["text_column"] == "text"      # a task key
+    assert printed["train"]["schedule"] == "cosine"      # an engine key
+    assert list(printed) == ["task", "data", "backbone", "head", "loss", "train", "output_dir"]
+
+
+def test_merge_order_defaults_files_sets_then_flags(tmp_path):
+    first = tmp_path / "a.yaml"
+    first.write_text("train: {epochs: 2, batch_size: 4, learning_rate: 0.1}\n")
+    second = tmp_path / "b.yaml"
+    second.write_text("train: {epochs: 3}\nhead: {dropout: 0.3}\n")
+    layers = [(str(first), config_lib.load_yaml_file(first)),
+              (str(second), config_lib.load_yaml_file(second)),
+              ("--set", config_lib.parse_set("train.epochs=5")),
+              ("--set", config_lib.parse_set("train.learning_rate=3e-4")),
+              ("flags", {"train": {"epochs": 7}})]
+    merged = config_lib.resolve({"head": {"dropout": 0.1}}, {}, layers)
+    assert merged["train"] == {**config_lib.ENGINE_DEFAULTS["train"], "epochs": 7,
+                               "batch_size": 4, "learning_rate": 3e-4}
+    assert merged["head"]["dropout"] == 0.3
+
+
+def _run_error(*args):
+    result = ftk_cli("run", "--task", "text_classification", *args)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    return result.stderr
+
+
+def test_unknown_key_names_full_path_and_nearest(tmp_path):
+    assert ("Unknown config key 'train.learnig_rate' in --set train.learnig_rate=0.1. "
+            "Did you mean 'train.learning_rate'?") in _run_error("--set", "train.learnig_rate=0.1")
+    config = tmp_path / "c.yaml"
+    config.write_text("backbone:\n  max_seq_len: 64\n")
+    message = _run_error("--config", config)
+    assert f"Unknown config key 'backbone.max_seq_len' in {config}" in message
+    assert "Did you mean 'backbone.max_seq_length'?" in message
+
+
+def test_wrong_type_names_path_expected_and_received():
+    message = _run_error("--set", "train.epochs=many")
+    assert "Config key 'train.epochs' in --set train.epochs=many must be an integer. " \
+           "Received: 'many' (str)" in message
+    message = _run_error("--set", "train.optimizer=adagrad")
+    assert "must be one of adamw, adam, sgd. Received: 'adagrad'" in message
+    with pytest.raises(ftk.ConfigError, match="'loss.class_weights' .* must be a string or a mapping"):
+        ftk.run(task="text_classification", set={"loss.class_weights": [1, 2]})
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  epochs: 3\n  batch_size: [32\n")
+    message = _run_error("--config", config)
+    assert f"Malformed YAML in {config} line" in message
+    not_a_mapping = tmp_path / "list.yaml"
+    not_a_mapping.write_text("- 1\n- 2\n")
+    assert "must hold a mapping of sections" in _run_error("--config", not_a_mapping)
+
+
+def test_set_needs_key_equals_value():
+    assert "--set takes KEY=VALUE" in _run_error("--set", "train.epochs")
+
+
+def test_missing_config_file_is_named(tmp_path):
+    assert f"Config file {tmp_path / 'nope.yaml'} does not exist" in _run_error(
+        "--config", tmp_path / "nope.yaml")
+
+
+def test_task_can_come_from_a_config_file(tmp_path, embedding, topics):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"task": "nonexistent_task"}))
+    result = ftk_cli("run", "--config", config, "--data", topics["train"])
+    assert "Unknown task 'nonexistent_task'" in result.stderr

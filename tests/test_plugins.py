@@ -1,0 +1,208 @@
+"""The plugin system: discovery, ad hoc loading, errors, and the listing commands."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import click
+import click.testing
+import pytest
+
+import ftk
+from ftk.registry import build_registry
+from helpers import ftk_cli, json_out
+
+SENTIMENT_PLUGIN = '''
+import ftk
+from ftk.plugins import text_classification as text
+
+@ftk.hookimpl
+def ftk_register_tasks(register):
+    import dataclasses
+    register(dataclasses.replace(text.TASK, name="{task}", description="reviews"))
+'''
+
+
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    """Write a plugin module under a unique name and make it importable."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(source: str, name: str | None = None) -> str:
+        # unique names: Python caches imported modules for the whole session
+        name = name or f"ftk_test_plugin_{uuid.uuid4().hex[:8]}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        return name
+
+    return write
+
+
+def fake_entry_points(monkeypatch, *pairs: tuple[str, str]) -> None:
+    points = [importlib.metadata.EntryPoint(name, value, "ftk") for name, value in pairs]
+    real = importlib.metadata.entry_points
+
+    def entry_points(**kwargs):
+        return points if kwargs.get("group") == "ftk" else real(**kwargs)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+
+
+def test_builtin_plugin_is_registered_like_a_third_party_one():
+    registry = build_registry()
+    assert registry.plugin_of("task", "text_classification") == "text_classification"
+    assert registry.plugins["text_classification"].module == "ftk.plugins.text_classification"
+    declared = {ep.value for ep in importlib.metadata.entry_points(group="ftk")}
+    assert "ftk.plugins.text_classification" in declared
+
+
+def test_ftk_register_tasks(plugin_module, monkeypatch):
+    name = plugin_module(SENTIMENT_PLUGIN.format(task="sentiment"))
+    fake_entry_points(monkeypatch, ("sentiment_plugin", name))
+    registry = build_registry()
+    assert registry.plugin_of("task", "sentiment") == "sentiment_plugin"
+    assert "sentiment" in [t["task"] for t in ftk.tasks()]
+
+
+def test_ftk_register_backbones(plugin_module):
+    name = plugin_module('''
+        import ftk
+
+        @ftk.hookimpl
+        def ftk_register_backbones(register):
+            register(ftk.Backbone(name="nnlm-en-50", kind="text_embedding",
+                                  handle="https://tfhub.dev/google/nnlm-en-dim50/2"))
+    ''')
+    listed = {b["name"]: b for b in ftk.backbones(plugins=[name])}
+    assert listed["nnlm-en-50"]["plugin"] == name
+    assert listed["nnlm-en-50"]["source"] == "https://tfhub.dev/google/nnlm-en-dim50/2"
+
+
+def test_ftk_register_commands(plugin_module):
+    name = plugin_module('''
+        import click
+        import ftk
+
+        @ftk.hookimpl
+        def ftk_register_commands(cli):
+            @cli.command()
+            def hello():
+                """Say hello."""
+                click.echo("hello from a plugin")
+    ''')
+    from ftk.registry import register_commands
+
+    group = click.Group()
+    register_commands(build_registry([name]), group)
+    result = click.testing.CliRunner().invoke(group, ["hello"])
+    assert result.output == "hello from a plugin\n"
+
+
+def test_plugin_commands_reach_the_ftk_executable(plugin_module, tmp_path):
+    name = plugin_module('''
+        import click
+        import ftk
+
+        @ftk.hookimpl
+        def ftk_register_commands(cli):
+            @cli.command()
+            def hello():
+                click.echo("hello from a plugin")
+    ''')
+    env = {**_env(), "FTK_PLUGINS": name, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "ftk.cli", "hello"], capture_output=True,
+                            text=True, env=env)
+    assert result.stdout == "hello from a plugin\n", result.stderr
+
+
+def test_ftk_plugins_env_and_plugin_option_load_modules(plugin_module, monkeypatch):
+    first = plugin_module(SENTIMENT_PLUGIN.format(task="from_env"))
+    second = plugin_module(SENTIMENT_PLUGIN.format(task="from_flag"))
+    monkeypatch.setenv("FTK_PLUGINS", first)
+    result = ftk_cli("tasks", "--plugin", second)
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines()[1:]}
+    assert rows["from_env"] == first and rows["from_flag"] == second
+
+
+def test_disable_autoload_skips_entry_points_but_keeps_builtins(plugin_module, monkeypatch):
+    name = plugin_module(SENTIMENT_PLUGIN.format(task="sentiment"))
+    fake_entry_points(monkeypatch, ("sentiment_plugin", name))
+    monkeypatch.setenv("FTK_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert set(build_registry().tasks) == {"text_classification"}
+
+
+def test_duplicate_task_names_both_plugins(plugin_module, monkeypatch):
+    name = plugin_module(SENTIMENT_PLUGIN.format(task="text_classification"))
+    fake_entry_points(monkeypatch, ("copycat", name))
+    result = ftk_cli("tasks")
+    assert result.exit_code == 1
+    assert "Duplicate task 'text_classification'" in result.stderr
+    assert "'text_classification'" in result.stderr and "'copycat'" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_plugin_that_fails_to_import_is_named(plugin_module, monkeypatch):
+    name = plugin_module("import a_module_that_does_not_exist\n")
+    fake_entry_points(monkeypatch, ("broken", name))
+    result = ftk_cli("plugins")
+    assert result.exit_code == 1
+    assert f"Plugin 'broken' ({name}) failed to import: ModuleNotFoundError" in result.stderr
+
+
+def test_plugin_that_raises_while_registering_is_named(plugin_module):
+    name = plugin_module('''
+        import ftk
+
+        @ftk.hookimpl
+        def ftk_register_tasks(register):
+            raise RuntimeError("no GPU found")
+    ''')
+    result = ftk_cli("tasks", "--plugin", name)
+    assert result.exit_code == 1
+    assert f"Plugin {name!r} raised in ftk_register_tasks: RuntimeError: no GPU found" in result.stderr
+
+
+def test_unknown_task_lists_known_ones(topics):
+    result = ftk_cli("run", "--task", "sentimnet", "--data", topics["train"])
+    assert result.exit_code == 1
+    assert "Unknown task 'sentimnet'. Known tasks: text_classification" in result.stderr
+
+
+def test_ftk_plugins_prints_json():
+    result = ftk_cli("plugins")
+    entry = next(p for p in json_out(result) if p["name"] == "text_classification")
+    assert entry["hooks"] == ["ftk_register_backbones", "ftk_register_tasks"]
+    assert entry["version"] == importlib.metadata.version("ftk")
+
+
+def test_ftk_tasks_prints_a_table():
+    lines = ftk_cli("tasks").stdout.splitlines()
+    assert lines[0].split()[:3] == ["TASK", "DEFAULT", "BACKBONE"]
+    assert lines[1].startswith("text_classification") and "minilm-l6" in lines[1]
+
+
+@pytest.mark.parametrize("command", [["--help"], ["tasks"], ["plugins"]])
+def test_listing_commands_do_not_import_tensorflow(command):
+    code = ("import sys; from ftk.cli import main; sys.argv = ['ftk', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'")
+    result = subprocess.run([sys.executable, "-c", code, *command], capture_output=True,
+                            text=True, env=_env())
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_task_accepts_the_builtin_task():
+    from ftk import testing
+
+    assert testing.check_task(build_registry().task("text_classification")) == []
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "FTK_PLUGINS"}
