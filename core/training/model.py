@@ -21,6 +21,7 @@ class FineTuneModel(keras.Model):
     def __init__(self, backbone: keras.layers.Layer, head: keras.layers.Layer, **kwargs: Any):
         super().__init__(**kwargs)
         self.backbone = backbone
+        self.backbone.trainable = False  # until a training phase selects variables
         self.head = head
         self.backbone_train_variables: list[tf.Variable] = []
         self.backbone_optimizer: keras.optimizers.Optimizer | None = None
