@@ -10,7 +10,6 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +18,12 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import tensorflow_text  # noqa: F401  (registers ops the preprocessor uses)
 import tf_keras as keras
+from bert_reference import bert_forward, write_tiny_bert_checkpoint
 from safetensors.numpy import load_file, save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bert_reference import bert_forward, write_tiny_bert_checkpoint  # noqa: E402
-
-from ftk.backbones import bert_convert  # noqa: E402
-from ftk.backbones.bert_convert import convert_bert_checkpoint  # noqa: E402
-from ftk.errors import FtkError  # noqa: E402
+from ftk.backbones import bert_convert
+from ftk.backbones.bert_convert import convert_bert_checkpoint
+from ftk.errors import FtkError
 
 WORDS = ["the", "quick", "brown", "fox", "jump", "over", "lazy", "dog", ".",
          "a", "cat", "sat"]
@@ -59,7 +56,7 @@ def encoder(tiny):
 
 
 def _batch() -> dict[str, np.ndarray]:
-    # Second row is padded; its second segment uses type id 1.
+    # The first row is a pair (type ids 0 then 1); the second is padded.
     word_ids = np.array([[2, 5, 6, 7, 8, 3, 9, 10, 3],
                          [2, 11, 12, 14, 3, 0, 0, 0, 0]], np.int32)
     type_ids = np.array([[0, 0, 0, 0, 0, 0, 1, 1, 1],
@@ -261,6 +258,19 @@ def test_missing_tensor_is_named(tiny, tmp_path):
     with pytest.raises(FtkError, match=r"model\.safetensors.*'pooler\.dense\.bias'"):
         convert_bert_checkpoint(ckpt, tmp_path / "out",
                                 default_seq_length=SEQ_LENGTH)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"hidden_size": None}, "hidden_size=None should be of type int"),
+    ({"hidden_act": "swish"}, "hidden_act='swish' is not supported"),
+    ({"position_embedding_type": "relative_key"}, "only 'absolute'"),
+])
+def test_unsupported_config_is_reported(tiny, tmp_path, change, words):
+    ckpt = _copy_checkpoint(tiny, tmp_path)
+    (ckpt / "config.json").write_text(json.dumps({**tiny["config"], **change}))
+    with pytest.raises(FtkError, match=re.escape(words)) as error:
+        convert_bert_checkpoint(ckpt, tmp_path / "out")
+    assert "config.json" in str(error.value)
 
 
 def test_bert_prefix_and_gamma_beta_names_are_accepted(tiny, tmp_path):

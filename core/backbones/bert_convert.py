@@ -75,11 +75,12 @@ def convert_bert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path,
     vocab = _read_vocab(vocab_path, config)
     do_lower_case = _do_lower_case(checkpoint_dir, vocab)
     weights = _load_weights(checkpoint_dir / "model.safetensors", config)
-    _check_replaceable(output_dir)
+    target = output_dir.resolve()  # so that "." or ".." have a parent and name
+    _check_replaceable(target)
 
     # Same parent, so the final rename stays on one file system; mkdir (not
     # mkdtemp, which makes it 0700) keeps the user's umask permissions.
-    staging = output_dir.with_name(f".{output_dir.name}.{uuid.uuid4().hex}.partial")
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
     staging.mkdir(parents=True)
     try:
         _save_encoder(config, weights, vocab_path, do_lower_case,
@@ -100,7 +101,7 @@ def convert_bert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path,
         }
         (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n",
                                          encoding="utf-8")
-        _move_into_place(staging, output_dir)
+        _move_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
@@ -131,6 +132,13 @@ def read_bert_config(path: Path) -> BertConfig:
     if missing:
         raise FtkError(f"{path}: missing key(s) {', '.join(missing)}; is this a "
                        "BERT config.json?")
+    for f in fields:
+        # Annotations are strings here (postponed evaluation).
+        wanted = {"int": (int,), "float": (int, float), "str": (str,)}[f.type]
+        value = raw.get(f.name, f.default)
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            raise FtkError(f"{path}: {f.name}={value!r} should be of type "
+                           f"{f.type}.")
     config = BertConfig(**{n: raw[n] for n in names if n in raw})
     if config.hidden_size % config.num_attention_heads:
         raise FtkError(f"{path}: hidden_size={config.hidden_size} is not a "
@@ -152,7 +160,8 @@ def _read_vocab(path: Path, config: BertConfig) -> dict[str, int]:
                        "a BERT WordPiece vocab needs them.")
     if len(lines) > config.vocab_size:
         raise FtkError(f"{path} has {len(lines)} entries but config.json says "
-                       f"vocab_size={config.vocab_size}; they must match.")
+                       f"vocab_size={config.vocab_size}; this vocab does not "
+                       "belong to this model.")
     return vocab
 
 

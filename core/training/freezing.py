@@ -41,7 +41,7 @@ def select_trainable(variables: Sequence[Any], backbone_config: Mapping[str, Any
         for variable in _last_blocks(variables, blocks):
             chosen[id(variable)] = variable
     for pattern in patterns:
-        matched = [v for v in variables if _search(pattern, v.name)]
+        matched = [v for v in variables if _search(pattern, variable_name(v))]
         if not matched:
             raise ConfigError(
                 f"backbone.trainable_patterns: {pattern!r} matches no backbone variable. "
@@ -56,7 +56,7 @@ def _last_blocks(variables: Sequence[Any], count: int) -> list[Any]:
     if count < 1:
         raise ConfigError(f"backbone.trainable_blocks must be at least 1. Received: {count}")
     numbered = [(int(match.group(1)), v) for v in variables
-                if (match := BLOCK_PATTERN.search(v.name))]
+                if (match := BLOCK_PATTERN.search(variable_name(v)))]
     if not numbered:
         raise ConfigError(
             "backbone.trainable_blocks needs variable names carrying block numbers "
@@ -78,4 +78,9 @@ def _search(pattern: str, name: str) -> bool:
 
 def _examples(variables: Sequence[Any], count: int = 4) -> list[str]:
     step = max(1, len(variables) // count)
-    return [v.name for v in list(variables)[::step][:count]]
+    return [variable_name(v) for v in list(variables)[::step][:count]]
+
+
+def variable_name(variable: Any) -> str:
+    """The name patterns are matched against: without TensorFlow's `:0` suffix."""
+    return re.sub(r":\d+$", "", variable.name)

@@ -21,6 +21,8 @@ class FineTuneModel(keras.Model):
     def __init__(self, backbone: keras.layers.Layer, head: keras.layers.Layer, **kwargs: Any):
         super().__init__(**kwargs)
         self.backbone = backbone
+        # Every variable the backbone could train, whatever the current phase.
+        self.backbone_variables: list[tf.Variable] = list(backbone.trainable_weights)
         self.backbone.trainable = False  # until a training phase selects variables
         self.head = head
         self.backbone_train_variables: list[tf.Variable] = []

@@ -59,7 +59,7 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     """
     train_config = config["train"]
     monitor = train_config["monitor"] if validation_data is not None else "loss"
-    backbone_variables = select_trainable(model.backbone.trainable_weights, config["backbone"])
+    backbone_variables = select_trainable(model.backbone_variables, config["backbone"])
     folder = run_dir / "checkpoints"
     state = read_state(folder / "last") if resume else None
     done = state["epoch"] if state else 0
