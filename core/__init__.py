@@ -31,7 +31,7 @@ from ftk.api import (  # noqa: E402
     tasks,
 )
 from ftk.backbone import Backbone  # noqa: E402
-from ftk.backbones.pypi import fetch_wheel_files  # noqa: E402
+from ftk.hub.pypi import fetch_wheel_files  # noqa: E402
 from ftk.errors import ConfigError, DataError, FtkError, PluginError  # noqa: E402
 from ftk.hookspecs import hookimpl  # noqa: E402
 from ftk.labels import LabelSpace  # noqa: E402

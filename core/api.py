@@ -122,7 +122,7 @@ def tasks(*, plugins: Sequence[str] = ()) -> list[dict[str, str]]:
 
 def backbones(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every backbone preset, and whether it is ready in the cache."""
-    from ftk.backbones.resolve import is_pulled
+    from ftk.hub.resolve import is_pulled
 
     registry = build_registry(plugins)
     return [{"name": name, "kind": b.kind, "source": b.handle or "built from a package",
@@ -133,7 +133,7 @@ def backbones(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:
 
 def pull_backbone(name: str, *, force: bool = False, plugins: Sequence[str] = ()) -> Path:
     """Build a preset into the cache now (it is otherwise built on first use)."""
-    from ftk.backbones.resolve import pull
+    from ftk.hub.resolve import pull
 
     registry = build_registry(plugins)
     if name not in registry.backbones:
@@ -146,7 +146,7 @@ def convert_backbone(checkpoint_dir: str | Path, output_dir: str | Path, *,
                      seq_length: int = 128) -> Path:
     """Convert a BERT-family checkpoint folder (config.json, model.safetensors,
     vocab.txt) into Hub-format encoder and preprocessor SavedModels."""
-    from ftk.backbones.bert_convert import convert_bert_checkpoint
+    from ftk.hub.bert_convert import convert_bert_checkpoint
 
     return convert_bert_checkpoint(checkpoint_dir, output_dir, default_seq_length=seq_length)
 

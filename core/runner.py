@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ftk import config as config_lib
-from ftk.backbones.resolve import resolve_backbone
+from ftk.hub.resolve import resolve_backbone
 from ftk.data import check_validation_classes, load_splits, make_dataset
 from ftk.labels import LabelSpace
 from ftk.registry import Registry

@@ -63,50 +63,69 @@ def tiny_text_embedding(path: str | Path, *, dim: int = 16, buckets: int = 512, 
 def tiny_bert_checkpoint(path: str | Path, *, words: Sequence[str], hidden: int = 32,
                          layers: int = 2, heads: int = 4, intermediate: int = 64,
                          max_positions: int = 64, seed: int = 0) -> Path:
-    """Write a tiny random BERT checkpoint folder (config.json, model.safetensors,
-    vocab.txt) in the Hugging Face layout, for `ftk backbones convert`."""
+    """Write a tiny random BERT checkpoint folder in the Hugging Face layout.
+
+    The folder holds `config.json`, `model.safetensors` (float32 weights under
+    HF names, PyTorch `[out, in]` layout, plus the buffers and pretraining-head
+    tensors real checkpoints carry) and `vocab.txt` (special tokens, `words`,
+    a few `##` pieces), ready for `ftk backbones convert`.
+
+    Returns:
+        The folder.
+    """
     import json
+    import math
 
     import numpy as np
     from safetensors.numpy import save_file
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))]
-    vocab += [f"##{w}" for w in ("s", "ing", "ed", "er")]
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    pieces = ["##s", "##ing", "##ed", "##ly", "##er"]
+    vocab = list(dict.fromkeys(special + list(words) + pieces))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    config = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": hidden,
-              "num_hidden_layers": layers, "num_attention_heads": heads,
-              "intermediate_size": intermediate, "hidden_act": "gelu",
-              "max_position_embeddings": max_positions, "type_vocab_size": 2,
-              "vocab_size": len(vocab), "layer_norm_eps": 1e-12,
-              "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+    config = {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": len(vocab),
+              "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+              "intermediate_size": intermediate, "max_position_embeddings": max_positions,
+              "type_vocab_size": 2, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+              "attention_probs_dropout_prob": 0.1, "layer_norm_eps": 1e-12,
+              "position_embedding_type": "absolute", "pad_token_id": 0}
     (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     rng = np.random.default_rng(seed)
 
-    def normal(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+    def normal(*shape: int, scale: float = 0.2) -> np.ndarray:
+        # Large enough that attention and GELU act non-linearly.
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
 
-    tensors = {
-        "embeddings.word_embeddings.weight": normal(len(vocab), hidden),
+    tensors: dict[str, np.ndarray] = {
+        "embeddings.word_embeddings.weight": normal(len(vocab), hidden, scale=1.0),
         "embeddings.position_embeddings.weight": normal(max_positions, hidden),
         "embeddings.token_type_embeddings.weight": normal(2, hidden),
-        "embeddings.LayerNorm.weight": 1 + normal(hidden),
-        "embeddings.LayerNorm.bias": normal(hidden),
-        "pooler.dense.weight": normal(hidden, hidden),
-        "pooler.dense.bias": normal(hidden),
+        # A buffer and a pretraining head that converters must skip.
+        "embeddings.position_ids": np.arange(max_positions, dtype=np.int64)[None],
+        "cls.predictions.bias": normal(len(vocab)),
     }
-    shapes = {"attention.self.query": (hidden, hidden), "attention.self.key": (hidden, hidden),
-              "attention.self.value": (hidden, hidden), "attention.output.dense": (hidden, hidden),
-              "intermediate.dense": (intermediate, hidden), "output.dense": (hidden, intermediate)}
-    for layer in range(layers):
-        prefix = f"encoder.layer.{layer}."
-        for name, (rows, cols) in shapes.items():
-            tensors[prefix + name + ".weight"] = normal(rows, cols)
-            tensors[prefix + name + ".bias"] = normal(rows)
-        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
-            tensors[prefix + norm + ".weight"] = 1 + normal(hidden)
-            tensors[prefix + norm + ".bias"] = normal(hidden)
+
+    def dense(name: str, out_dim: int, in_dim: int) -> None:
+        tensors[f"{name}.weight"] = normal(out_dim, in_dim, scale=1.0 / math.sqrt(in_dim))
+        tensors[f"{name}.bias"] = normal(out_dim, scale=0.1)
+
+    def norm(name: str) -> None:
+        tensors[f"{name}.weight"] = 1.0 + normal(hidden, scale=0.1)
+        tensors[f"{name}.bias"] = normal(hidden, scale=0.1)
+
+    norm("embeddings.LayerNorm")
+    for index in range(layers):
+        prefix = f"encoder.layer.{index}"
+        for part in ("query", "key", "value"):
+            dense(f"{prefix}.attention.self.{part}", hidden, hidden)
+        dense(f"{prefix}.attention.output.dense", hidden, hidden)
+        norm(f"{prefix}.attention.output.LayerNorm")
+        dense(f"{prefix}.intermediate.dense", intermediate, hidden)
+        dense(f"{prefix}.output.dense", hidden, intermediate)
+        norm(f"{prefix}.output.LayerNorm")
+    dense("pooler.dense", hidden, hidden)
     save_file(tensors, str(folder / "model.safetensors"))
     return folder
 
@@ -117,7 +136,7 @@ def tiny_bert(path: str | Path, *, words: Sequence[str], seq_length: int = 32, *
     Returns:
         The folder, usable as `--backbone` (ftk finds both SavedModels in it).
     """
-    from ftk.backbones.bert_convert import convert_bert_checkpoint
+    from ftk.hub.bert_convert import convert_bert_checkpoint
 
     folder = Path(path)
     checkpoint = tiny_bert_checkpoint(folder.with_name(folder.name + "-checkpoint"), words=words, **sizes)

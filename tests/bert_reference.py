@@ -1,21 +1,16 @@
 """Test helpers: a plain numpy BERT forward pass and a tiny checkpoint writer.
 
 The forward pass works on Hugging Face tensor names and PyTorch layouts
-directly, sharing no code with `ftk.backbones`, so agreement between the two
+directly, sharing no code with `ftk.hub`, so agreement between the two
 checks the converter's weight mapping as well as the TF model.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-SUFFIX_PIECES = ["##s", "##ing", "##ed", "##ly", "##er"]
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -98,81 +93,3 @@ def bert_forward(weights: dict[str, np.ndarray], config: dict,
     mean = (x * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
     return {"sequence_output": x, "pooled_output": pooled,
             "mean_pooled_output": mean, "encoder_outputs": outputs}
-
-
-def write_tiny_bert_checkpoint(path: str | Path, *, vocab_words: list[str],
-                               hidden: int = 32, layers: int = 2,
-                               heads: int = 4, intermediate: int = 64,
-                               max_pos: int = 64, seed: int = 0
-                               ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Writes a random BERT checkpoint folder in Hugging Face layout.
-
-    Args:
-        path: Folder to write `config.json`, `model.safetensors` and
-            `vocab.txt` into (created if needed).
-        vocab_words: Words after the special tokens; a few `##` suffix
-            pieces follow them.
-        hidden: Hidden size.
-        layers: Number of transformer layers.
-        heads: Attention heads.
-        intermediate: Feed-forward width.
-        max_pos: Maximum position embeddings.
-        seed: Seed for the random weights.
-
-    Returns:
-        The config dict and the tensors written (HF names, float32 weights
-        in PyTorch `[out, in]` layout, plus ignorable extras).
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = list(dict.fromkeys(SPECIAL_TOKENS + list(vocab_words)
-                               + SUFFIX_PIECES))
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    config = {
-        "architectures": ["BertModel"], "model_type": "bert",
-        "vocab_size": len(vocab), "hidden_size": hidden,
-        "num_hidden_layers": layers, "num_attention_heads": heads,
-        "intermediate_size": intermediate, "max_position_embeddings": max_pos,
-        "type_vocab_size": 2, "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-        "layer_norm_eps": 1e-12, "position_embedding_type": "absolute",
-        "pad_token_id": 0,
-    }
-    (path / "config.json").write_text(json.dumps(config, indent=2),
-                                      encoding="utf-8")
-    rng = np.random.default_rng(seed)
-
-    def rand(*shape: int, scale: float = 0.2) -> np.ndarray:
-        # Large enough that attention and GELU act non-linearly.
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-    t: dict[str, np.ndarray] = {
-        "embeddings.word_embeddings.weight": rand(len(vocab), hidden, scale=1.0),
-        "embeddings.position_embeddings.weight": rand(max_pos, hidden),
-        "embeddings.token_type_embeddings.weight": rand(2, hidden),
-        # Buffers and heads a real checkpoint carries; the converter skips them.
-        "embeddings.position_ids": np.arange(max_pos, dtype=np.int64)[None],
-        "cls.predictions.bias": rand(len(vocab)),
-    }
-
-    def dense(name: str, out_dim: int, in_dim: int) -> None:
-        t[f"{name}.weight"] = rand(out_dim, in_dim, scale=1.0 / math.sqrt(in_dim))
-        t[f"{name}.bias"] = rand(out_dim, scale=0.1)
-
-    def norm(name: str) -> None:
-        t[f"{name}.weight"] = 1.0 + rand(hidden, scale=0.1)
-        t[f"{name}.bias"] = rand(hidden, scale=0.1)
-
-    norm("embeddings.LayerNorm")
-    for n in range(layers):
-        p = f"encoder.layer.{n}"
-        for part in ("query", "key", "value"):
-            dense(f"{p}.attention.self.{part}", hidden, hidden)
-        dense(f"{p}.attention.output.dense", hidden, hidden)
-        norm(f"{p}.attention.output.LayerNorm")
-        dense(f"{p}.intermediate.dense", intermediate, hidden)
-        dense(f"{p}.output.dense", hidden, intermediate)
-        norm(f"{p}.output.LayerNorm")
-    dense("pooler.dense", hidden, hidden)
-    save_file(t, str(path / "model.safetensors"))
-    return config, t

@@ -18,11 +18,12 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import tensorflow_text  # noqa: F401  (registers ops the preprocessor uses)
 import tf_keras as keras
-from bert_reference import bert_forward, write_tiny_bert_checkpoint
+from bert_reference import bert_forward
 from safetensors.numpy import load_file, save_file
 
-from ftk.backbones import bert_convert
-from ftk.backbones.bert_convert import convert_bert_checkpoint
+from ftk import testing
+from ftk.hub import bert_convert
+from ftk.hub.bert_convert import convert_bert_checkpoint
 from ftk.errors import FtkError
 
 WORDS = ["the", "quick", "brown", "fox", "jump", "over", "lazy", "dog", ".",
@@ -36,7 +37,9 @@ BLOCK_RE = re.compile(r"(?:layer|block)[_/.-]?(\d+)")
 def tiny(tmp_path_factory):
     """A tiny random checkpoint, converted once for the whole module."""
     root = tmp_path_factory.mktemp("bert")
-    config, tensors = write_tiny_bert_checkpoint(root / "ckpt", vocab_words=WORDS)
+    testing.tiny_bert_checkpoint(root / "ckpt", words=WORDS)
+    config = json.loads((root / "ckpt" / "config.json").read_text())
+    tensors = load_file(str(root / "ckpt" / "model.safetensors"))
     out = convert_bert_checkpoint(root / "ckpt", root / "hub",
                                   default_seq_length=SEQ_LENGTH)
     vocab = (root / "ckpt" / "vocab.txt").read_text(encoding="utf-8").split()

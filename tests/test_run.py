@@ -6,7 +6,6 @@ import csv
 import json
 import re
 
-import numpy as np
 import pytest
 import yaml
 

@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 from safetensors.numpy import load_file
 
-from ftk.backbones.bert_model import (
+from ftk.hub.bert_model import (
     SUPPORTED_ACTIVATIONS, BertConfig, build_bert_encoder)
-from ftk.backbones.bert_preprocessor import BertPreprocessor, save_preprocessor
+from ftk.hub.bert_preprocessor import BertPreprocessor, save_preprocessor
 from ftk.errors import FtkError
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "vocab.txt")
