@@ -18,7 +18,9 @@ CONFIG = merged(classification.CLASSIFICATION_CONFIG, {
              "label_delimiter": "|"},
     "backbone": {"max_seq_length": 128},
     "head": {"pooling": "auto"},
-    "train": {"epochs": 10, "learning_rate": 5e-3},
+    # A frozen encoder's features suit a fast head learning rate; the backbone,
+    # when trainable, gets 5e-5 through the multiplier, as BERT fine-tuning does.
+    "train": {"epochs": 5, "learning_rate": 5e-3, "backbone_lr_multiplier": 0.01},
 })
 
 

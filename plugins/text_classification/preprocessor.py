@@ -16,6 +16,16 @@ import tensorflow_text as text
 import ftk
 
 
+def trim_to_longest(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Cut padding beyond the longest text of the batch.
+
+    Packing pads to `max_seq_length`; short texts then pay for attention over
+    padding that the mask discards anyway. Outputs at real tokens are the same.
+    """
+    longest = tf.reduce_max(tf.reduce_sum(tf.cast(features["input_mask"], tf.int32), axis=1))
+    return {key: value[:, :longest] for key, value in features.items()}
+
+
 class RawStrings(tf.Module):
     """Embedding models tokenize inside themselves: pass strings through."""
 
@@ -33,7 +43,7 @@ class HubBertPreprocessor(tf.Module):
 
     def __call__(self, strings: tf.Tensor) -> dict[str, tf.Tensor]:
         tokens = self.model.tokenize(tf.reshape(strings, [-1]))
-        return self.model.bert_pack_inputs([tokens], seq_length=self.seq_length)
+        return trim_to_longest(self.model.bert_pack_inputs([tokens], seq_length=self.seq_length))
 
 
 class VocabBertPreprocessor(tf.Module):
@@ -58,8 +68,9 @@ class VocabBertPreprocessor(tf.Module):
             trimmed, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id)
         word_ids, mask = text.pad_model_inputs(word_ids, max_seq_length=self.seq_length)
         type_ids, _ = text.pad_model_inputs(type_ids, max_seq_length=self.seq_length)
-        return {"input_word_ids": tf.cast(word_ids, tf.int32), "input_mask": tf.cast(mask, tf.int32),
-                "input_type_ids": tf.cast(type_ids, tf.int32)}
+        return trim_to_longest({"input_word_ids": tf.cast(word_ids, tf.int32),
+                                "input_mask": tf.cast(mask, tf.int32),
+                                "input_type_ids": tf.cast(type_ids, tf.int32)})
 
 
 def build_text_preprocessor(backbone: Any, config: Mapping[str, Any]) -> tf.Module:
