@@ -63,7 +63,8 @@ def run(
     layers.append(("command-line flags", flags))
     task_name = _task_name(layers, registry)
     task_spec = registry.task(task_name)
-    resolved = config_lib.resolve(task_spec.config, task_spec.config_types, layers)
+    resolved = config_lib.resolve(task_spec.config, task_spec.config_types, layers,
+                                  task_spec.config_choices)
     resolved["task"] = task_name
     if not resolved["data"]["train"]:
         _use_demo_data(task_spec, resolved)
@@ -151,7 +152,7 @@ def convert_backbone(checkpoint_dir: str | Path, output_dir: str | Path, *,
     return convert_bert_checkpoint(checkpoint_dir, output_dir, default_seq_length=seq_length)
 
 
-def plugins(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:
+def installed_plugins(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Loaded plugins: name, module, version and the hooks each implements."""
     registry = build_registry(plugins)
     return [{"name": info.name, "module": info.module, "version": info.version,
@@ -171,6 +172,8 @@ def export(run_dir: str | Path, format: str = "saved_model",
     from ftk.rundir import replace_dir_atomic, staging_dir, write_bytes_atomic
 
     source = find_export(run_dir)
+    if output is not None:
+        _check_export_target(Path(output), format)
     if format == "saved_model":
         if output is None or Path(output).resolve() == source.resolve():
             return source
@@ -181,6 +184,7 @@ def export(run_dir: str | Path, format: str = "saved_model",
     if format != "tflite":
         raise FtkError(f"Export format must be saved_model or tflite. Received: {format!r}")
     import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops exports may use)
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=["serving_default"])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
@@ -189,13 +193,27 @@ def export(run_dir: str | Path, format: str = "saved_model",
         flatbuffer = converter.convert()
     except Exception as error:
         raise FtkError(
-            f"TFLite conversion of {source} failed: {str(error).splitlines()[0]}. Models whose "
-            "preprocessing uses ops TFLite lacks (e.g. tensorflow-text tokenizers) need the "
-            "SavedModel export instead."
+            f"TFLite conversion of {source} failed: {str(error).splitlines()[0]}. "
+            "Use the SavedModel export instead."
         ) from None
     target = Path(output) if output else Path(run_dir) / "model.tflite"
     write_bytes_atomic(target, flatbuffer)
+    print("Note: the TFLite model keeps TensorFlow ops TFLite lacks (e.g. tensorflow-text "
+          "tokenizers); run it with the Flex delegate and those ops linked in.", file=sys.stderr)
     return target
+
+
+def _check_export_target(output: Path, format: str) -> None:
+    """Never replace something that is not an earlier export of the same kind."""
+    if not output.exists():
+        return
+    earlier_export = (output / "ftk.json").exists() if format == "saved_model" else (
+        output.is_file() and output.suffix == ".tflite")
+    if not earlier_export and (output.is_file() or any(output.iterdir())):
+        raise FtkError(
+            f"{output} exists and is not an earlier ftk export; choose another --output "
+            "or remove it first."
+        )
 
 
 def default_config(task: str, *, plugins: Sequence[str] = ()) -> dict[str, Any]:

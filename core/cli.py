@@ -123,7 +123,7 @@ def tasks(plugins: tuple[str, ...]) -> None:
 @PLUGIN_OPTION
 def plugins(plugins: tuple[str, ...]) -> None:
     """List the loaded plugins as JSON."""
-    click.echo(json.dumps(api.plugins(plugins=plugins), indent=2))
+    click.echo(json.dumps(api.installed_plugins(plugins=plugins), indent=2))
 
 
 @cli.command("config")

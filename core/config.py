@@ -24,7 +24,6 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "test": None,
         "validation_split": 0.1,
         "format": "auto",
-        "augment": False,
     },
     "backbone": {
         "handle": None,
@@ -66,7 +65,6 @@ ENGINE_TYPES: dict[str, Any] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("adamw", "adam", "sgd"),
     "train.schedule": ("cosine", "constant"),
-    "data.format": ("auto", "csv", "tsv", "jsonl", "folder"),
 }
 
 
@@ -81,12 +79,14 @@ def resolve(
     task_defaults: Mapping[str, Any],
     task_types: Mapping[str, Any],
     layers: Iterable[tuple[str, Mapping[str, Any]]],
+    task_choices: Mapping[str, tuple[str, ...]] = {},
 ) -> dict[str, Any]:
     """Merge user layers over the defaults, validating each against them.
 
     Args:
         task_defaults: the task's `config`.
         task_types: the task's `config_types`.
+        task_choices: the task's `config_choices`.
         layers: `(source, mapping)` pairs in merge order; `source` names the
             file or flag in error messages.
 
@@ -97,7 +97,8 @@ def resolve(
         ConfigError: an unknown key or a value of the wrong type.
     """
     config = default_config(task_defaults)
-    schema = _Schema(copy.deepcopy(config), {**ENGINE_TYPES, **task_types})
+    schema = _Schema(copy.deepcopy(config), {**ENGINE_TYPES, **task_types},
+                     {**CHOICES, **task_choices})
     for source, layer in layers:
         _merge(config, layer, schema=schema, source=source)
     return config
@@ -168,9 +169,11 @@ def dump(config: Mapping[str, Any]) -> str:
 
 
 class _Schema:
-    def __init__(self, defaults: dict[str, Any], types: Mapping[str, Any]):
+    def __init__(self, defaults: dict[str, Any], types: Mapping[str, Any],
+                 choices: Mapping[str, tuple[str, ...]]):
         self.defaults = defaults
         self.types = types
+        self.choices = choices
         self.paths = sorted(_dotted_paths(defaults))
 
     def coerce(self, dotted: str, value: Any) -> Any:
@@ -201,13 +204,18 @@ class _Schema:
                 )
             return
         expected = self.types.get(dotted, type(default))
+        if value is None and default is not None:
+            raise ConfigError(
+                f"Config key {dotted!r} in {source} must be {_type_name(expected)}. "
+                "Received: null"
+            )
         if value is not None and not _is_instance(value, expected):
             raise ConfigError(
                 f"Config key {dotted!r} in {source} must be {_type_name(expected)}. "
                 f"Received: {value!r} ({type(value).__name__})"
             )
-        choices = CHOICES.get(dotted)
-        if choices and value not in choices:
+        choices = self.choices.get(dotted)
+        if choices and value is not None and value not in choices:
             raise ConfigError(
                 f"Config key {dotted!r} in {source} must be one of "
                 f"{', '.join(choices)}. Received: {value!r}"

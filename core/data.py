@@ -37,6 +37,9 @@ def load_splits(task: Task, config: Mapping[str, Any]) -> Splits:
     if not data["train"]:
         raise DataError("No training data: pass --data PATH (or data.train in a config file).")
     train = read_examples(task, data["train"], config)
+    if not 0 <= data["validation_split"] < 1:
+        raise DataError("data.validation_split must be at least 0 and below 1. "
+                        f"Received: {data['validation_split']}")
     if data["validation"]:
         validation = read_examples(task, data["validation"], config)
     elif data["validation_split"] > 0:
@@ -49,8 +52,6 @@ def load_splits(task: Task, config: Mapping[str, Any]) -> Splits:
 
 def split_validation(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
     """A seeded split keeping every class in both parts (stratified)."""
-    if not 0 < fraction < 1:
-        raise DataError(f"data.validation_split must be between 0 and 1. Received: {fraction}")
     rng = np.random.default_rng(seed)
     labels = list(examples.labels)
     if labels and isinstance(labels[0], (list, tuple)):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ftk.rundir import write_bytes_atomic
 
 
 def _figure():
@@ -20,11 +21,9 @@ def _figure():
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(handle)
-    fig.savefig(temp, dpi=100, bbox_inches="tight")
-    os.replace(temp, path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> None:

@@ -37,6 +37,7 @@ class Predictor:
 
     def __init__(self, path: str | Path, task: Any):
         import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (registers the tokenizer ops exports may use)
 
         self.path = find_export(path)
         self.metadata = read_metadata(self.path)

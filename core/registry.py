@@ -79,7 +79,7 @@ def build_registry(extra_plugins: Sequence[str] = ()) -> Registry:
     version = _ftk_version()
     for name, module in BUILTIN_PLUGINS.items():
         _load(registry, name, module, lambda: importlib.import_module(module), version)
-    if not os.environ.get("FTK_DISABLE_PLUGIN_AUTOLOAD"):
+    if not _env_flag("FTK_DISABLE_PLUGIN_AUTOLOAD"):
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry_point.value in BUILTIN_PLUGINS.values():
                 continue
@@ -175,3 +175,7 @@ def _ftk_version() -> str | None:
         return importlib.metadata.version("ftk")
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")

@@ -18,6 +18,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, then rename it into place."""
     path = Path(path)
@@ -26,6 +32,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes files private (0600)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -51,7 +58,9 @@ def staging_dir(target: Path) -> Path:
     """An empty temp folder beside `target`, for `replace_dir_atomic`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes folders private (0700)
+    return staging
 
 
 def prepare_run_dir(output_dir: str | None, task: str, *, resume: bool, overwrite: bool) -> Path:

@@ -47,8 +47,9 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
     # Keras's per-batch timing and config-serialisation warnings are noise here.
     tf.get_logger().setLevel("ERROR")
     seed = config["train"]["seed"]
+    # Seeds make CPU runs repeatable. Op determinism is not forced: it rejects
+    # Hub models whose dropout ops were saved without a seed.
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
 
     splits = load_splits(task, config)
     label_space = LabelSpace.from_labels(splits.train.labels, source=splits.train.source)
@@ -57,8 +58,8 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
     if splits.validation is not None:
         validation_targets = label_space.encode(splits.validation.labels, source=splits.validation.source)
         check_validation_classes(splits.validation, label_space)
-    write_text_atomic(run_dir / "config.yaml", config_lib.dump(saved_config(config)))
-    write_text_atomic(run_dir / "labels.txt", "\n".join(label_space.classes) + "\n")
+    if splits.test is not None:  # fail before training, not after it
+        label_space.encode(splits.test.labels, source=splits.test.source)
 
     backbone = resolve_backbone(config["backbone"]["handle"] or task.default_backbone,
                                 registry.backbones, preprocessor=config["backbone"]["preprocessor"])
@@ -69,6 +70,9 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
         head = task.build_head(backbone, label_space, config)
         model = FineTuneModel(backbone.keras_layer(trainable=True), head, name="ftk_model")
         loss = task.build_loss(label_space, config, class_counts(train_targets, label_space))
+    # Written once the config has proved buildable, so a bad value needs no --overwrite.
+    write_text_atomic(run_dir / "config.yaml", config_lib.dump(saved_config(config)))
+    write_text_atomic(run_dir / "labels.txt", "\n".join(label_space.classes) + "\n")
     train_data = make_dataset(splits.train.inputs, train_targets, preprocessor, batch_size,
                               shuffle=True, seed=seed)
     validation_data = None if validation_targets is None else make_dataset(

@@ -53,6 +53,7 @@ class Task:
             model outputs into predictions inside the exported model.
         config: the task's config keys with their defaults, as nested dicts.
         config_types: types of task keys whose default is None, by dotted path.
+        config_choices: allowed values of task keys, by dotted path.
         format_prediction: `(row, label_space) -> dict` turning one example's
             postprocessed outputs (numpy values) into JSON-ready predictions.
         prediction_inputs: `(values, config) -> list` turning what a user passes
@@ -76,6 +77,7 @@ class Task:
     build_metrics: Callable[..., list] = lambda label_space, config: []
     config: Mapping[str, Any] = field(default_factory=dict)
     config_types: Mapping[str, Any] = field(default_factory=dict)
+    config_choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     format_prediction: Callable[..., dict] = lambda row, label_space: dict(row)
     prediction_inputs: Callable[..., list] = lambda values, config: list(values)
     write_artifacts: Callable[..., None] | None = None

@@ -88,3 +88,25 @@ def test_task_can_come_from_a_config_file(tmp_path, embedding, topics):
     config.write_text(yaml.safe_dump({"task": "nonexistent_task"}))
     result = ftk_cli("run", "--config", config, "--data", topics["train"])
     assert "Unknown task 'nonexistent_task'" in result.stderr
+
+
+def test_null_is_refused_where_a_value_is_needed():
+    assert "Config key 'train.epochs' in --set train.epochs= must be an integer. Received: null" in \
+        _run_error("--set", "train.epochs=")
+
+
+def test_task_choices_are_checked_before_anything_is_written(tmp_path, topics, embedding):
+    message = _run_error("--data", topics["train"], "--backbone", embedding, "--output",
+                         tmp_path / "run", "--set", "head.pooling=max")
+    assert "'head.pooling' in --set head.pooling=max must be one of auto, pooled, cls, mean" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_monitor_and_split_are_checked(tmp_path, topics, embedding):
+    message = _run_error("--data", topics["train"], "--backbone", embedding, "--output",
+                         tmp_path / "a", "--set", "train.monitor=val_acc")
+    assert "train.monitor must be one of loss, accuracy, val_loss, val_accuracy. " \
+           "Received: 'val_acc'" in message
+    message = _run_error("--data", topics["train"], "--backbone", embedding, "--output",
+                         tmp_path / "b", "--set", "data.validation_split=-0.1")
+    assert "data.validation_split must be at least 0 and below 1. Received: -0.1" in message

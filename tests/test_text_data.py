@@ -121,3 +121,11 @@ def test_a_single_class_is_refused(tmp_path, embedding):
 def test_debug_shows_the_traceback(tmp_path):
     result = ftk_cli("--debug", "run", "--task", "text_classification", "--data", tmp_path / "x.csv")
     assert result.exit_code == 1 and "Traceback" in result.stderr
+
+
+def test_a_test_label_unseen_in_training_fails_before_training(tmp_path, embedding, topics):
+    (tmp_path / "test.csv").write_text("text,label\ngoal team,sports\nsunny skies,weather\n")
+    message = _run("--data", topics["train"], "--test-data", tmp_path / "test.csv",
+                   "--backbone", embedding, "--output", tmp_path / "r")
+    assert "test.csv: label 'weather' does not occur in the training data" in message
+    assert not (tmp_path / "r" / "checkpoints").exists()

@@ -254,6 +254,9 @@ def _load_weights(path: Path, config: BertConfig) -> dict[str, np.ndarray]:
 
 def _save_encoder(config: BertConfig, weights: dict[str, np.ndarray],
                   vocab_path: Path, do_lower_case: bool, path: Path) -> None:
+    # Dropout ops traced without a seed fail under op determinism; seeding the
+    # trace gives each of them a fixed op-level seed in the SavedModel.
+    tf.random.set_seed(0)
     model = build_bert_encoder(config)
     variables = {v.name.split(":")[0]: v for v in model.weights}
     if set(variables) != set(weights):

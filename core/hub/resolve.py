@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Mapping
 from ftk.backbone import BACKBONE_KINDS, Backbone
 from ftk.errors import FtkError
 from ftk.paths import backbone_cache_dir
+from ftk.rundir import replace_dir_atomic, staging_dir
 
 METADATA_FILE = "backbone.json"
 
@@ -66,17 +66,12 @@ def pull(preset: Backbone, *, force: bool = False) -> Path:
     if is_pulled(preset.name) and not force:
         return target
     print(f"Preparing backbone {preset.name!r} in {target} (first use only) ...", file=sys.stderr)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{preset.name}-"))
+    staging = staging_dir(target)
     try:
         preset.pull(staging)
         if not (staging / "encoder" / "saved_model.pb").exists():
             raise FtkError(f"Pulling backbone {preset.name!r} wrote no encoder SavedModel.")
-        old = target.with_name(f".{preset.name}-old")
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir_atomic(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

