@@ -202,10 +202,28 @@ def test_listing_commands_do_not_import_tensorflow(command):
     assert result.returncode == 0, result.stderr
 
 
-def test_check_task_accepts_the_builtin_task():
+def test_check_task_accepts_the_builtin_task_and_names_problems():
+    import dataclasses
+
     from ftk import testing
 
-    assert testing.check_task(build_registry().task("text_classification")) == []
+    task = build_registry().task("text_classification")
+    assert testing.check_task(task) == []
+    broken = dataclasses.replace(task, name="my task", evaluate=None, config={"extras": {}})
+    assert testing.check_task(broken) == [
+        "task name 'my task' should be an identifier (letters, digits, _)",
+        "evaluate is not callable",
+        "config has sections the engine does not know: extras"]
+
+
+def test_smoke_run_drives_a_plugin_task_end_to_end(plugin_module, embedding, topics, tmp_path):
+    from ftk import testing
+
+    name = plugin_module(SENTIMENT_PLUGIN.format(task="smoke_sentiment"))
+    result = testing.smoke_run("smoke_sentiment", data=topics["train"], backbone=embedding,
+                               output_dir=tmp_path / "run", plugins=[name], head__dropout=0.0)
+    assert result.config["task"] == "smoke_sentiment" and result.config["head"]["dropout"] == 0.0
+    assert "accuracy" in result.metrics
 
 
 def _env() -> dict[str, str]:
