@@ -21,15 +21,20 @@ class ServingModule(tf.Module):
 
     def __init__(self, model: Any, preprocessor: Any, postprocess: Callable[[Any], dict]):
         super().__init__(name="ftk_serving")
-        self.model = model
+        # Track the backbone's own SavedModel object and the head's variables,
+        # not the Keras model: saving a Keras object re-traces every layer's
+        # call for Keras's own format, which the export never uses.
+        self.backbone = model.backbone.resolved_object
+        self.head_variables = list(model.head.variables)
         self.preprocessor = preprocessor
+        self._model_call = lambda features: model(features, training=False)
         self._postprocess = postprocess
         spec = [tf.TensorSpec([None], tf.string, name="inputs")]
         self.serve = tf.function(self._serve, input_signature=spec)
         self.raw_outputs = tf.function(self._raw_outputs, input_signature=spec)
 
     def _forward(self, inputs: tf.Tensor) -> tf.Tensor:
-        return self.model(self.preprocessor(inputs), training=False)
+        return self._model_call(self.preprocessor(inputs))
 
     def _serve(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._postprocess(self._forward(inputs))

@@ -89,6 +89,13 @@ def test_trainable_bert_last_block_only(bert, topics, tmp_path):
     moved = {name for name, value in after.items()
              if name in before and not np.allclose(before[name], value)}
     assert moved and all("layer_1" in name for name in moved), sorted(moved)
+    import tensorflow as tf
+
+    exported = tf.saved_model.load(str(result.run_dir / "export"))
+    served = {v.name.removesuffix(":0"): v.numpy() for v in exported.backbone.variables}
+    assert set(after) <= set(served)
+    for name in moved:  # the export serves the trained weights
+        np.testing.assert_array_equal(served[name], after[name], err_msg=name)
 
 
 def test_multi_label(embedding, tmp_path):
