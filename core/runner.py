@@ -51,16 +51,7 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
     # Hub models whose dropout ops were saved without a seed.
     keras.utils.set_random_seed(seed)
 
-    splits = load_splits(task, config)
-    label_space = LabelSpace.from_labels(splits.train.labels, source=splits.train.source)
-    train_targets = label_space.encode(splits.train.labels, source=splits.train.source)
-    validation_targets = None
-    if splits.validation is not None:
-        validation_targets = label_space.encode(splits.validation.labels, source=splits.validation.source)
-        check_validation_classes(splits.validation, label_space)
-    if splits.test is not None:  # fail before training, not after it
-        label_space.encode(splits.test.labels, source=splits.test.source)
-
+    splits, label_space, train_targets, validation_targets = _labelled_splits(task, config)
     backbone = resolve_backbone(config["backbone"]["handle"] or task.default_backbone,
                                 registry.backbones, preprocessor=config["backbone"]["preprocessor"])
     batch_size = config["train"]["batch_size"]
@@ -101,6 +92,20 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
             task.write_artifacts(metrics, label_space, run_dir)
     plot_history(history, run_dir / "plots" / "training_curves.png")
     return RunResult(run_dir, metrics, history, config)
+
+
+def _labelled_splits(task: Task, config: Mapping[str, Any]) -> tuple[Any, LabelSpace, Any, Any]:
+    """Read the splits and encode their labels, checking all of them up front."""
+    splits = load_splits(task, config)
+    label_space = LabelSpace.from_labels(splits.train.labels, source=splits.train.source)
+    train_targets = label_space.encode(splits.train.labels, source=splits.train.source)
+    validation_targets = None
+    if splits.validation is not None:
+        validation_targets = label_space.encode(splits.validation.labels, source=splits.validation.source)
+        check_validation_classes(splits.validation, label_space)
+    if splits.test is not None:  # fail before training, not after it
+        label_space.encode(splits.test.labels, source=splits.test.source)
+    return splits, label_space, train_targets, validation_targets
 
 
 def score(task: Task, predictor: Any, inputs: Any, labels: Any, source: str,

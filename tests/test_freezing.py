@@ -82,6 +82,22 @@ def test_two_phase_trains_the_head_first_then_everything(embedding, topics, tmp_
     assert result.history["loss"][0] == pytest.approx(one_phase.history["loss"][0], rel=1e-5)
 
 
+def test_resume_inside_the_second_phase(embedding, topics, tmp_path, monkeypatch):
+    from helpers import interrupt_after_epoch, optimizer_steps
+
+    settings = {"backbone.trainable": True, "train.head_epochs": 1}
+    interrupt_after_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        ftk.run(task="text_classification", data=topics["train"], backbone=embedding, epochs=3,
+                batch_size=8, output_dir=tmp_path / "run", set=settings)
+    run_dir = tmp_path / "run"
+    assert optimizer_steps(run_dir, "backbone_optimizer") == 9  # one epoch of phase 2
+    result = ftk.run(output_dir=run_dir, resume=True)
+    assert result.history["epoch"] == [0, 1, 2]
+    assert optimizer_steps(run_dir, "backbone_optimizer") == 18
+    assert changed(run_dir, embedding) == {"embeddings", "layer_0/kernel", "layer_0/bias"}
+
+
 def test_plan_phases_uses_the_lower_rate_after_the_head_phase():
     from ftk.training.trainer import plan_phases
 

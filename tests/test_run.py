@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import ftk
-from helpers import ftk_cli, json_out
+from helpers import ftk_cli, interrupt_after_epoch, json_out, optimizer_steps
 
 FAST = ["--set", "train.learning_rate=0.05"]
 
@@ -116,37 +116,20 @@ def test_config_yaml_reproduces_the_run(trained, tmp_path):
     assert replay["confusion_matrix"] == trained.metrics["confusion_matrix"]
 
 
-def _optimizer_steps(run_dir):
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints/last/ckpt"))
-    return int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
-
-
 def test_resume_continues_from_the_last_checkpoint(embedding, topics, tmp_path, monkeypatch):
-    from ftk.training.callbacks import RunCheckpointer
-
-    write = RunCheckpointer.on_epoch_end
-
-    def crash_after_epoch_two(self, epoch, logs=None):
-        write(self, epoch, logs)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(RunCheckpointer, "on_epoch_end", crash_after_epoch_two)
+    interrupt_after_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         ftk.run(task="text_classification", data=topics["train"], backbone=embedding,
                 epochs=4, batch_size=8, output_dir=run_dir)
-    monkeypatch.setattr(RunCheckpointer, "on_epoch_end", write)
     assert json.loads((run_dir / "checkpoints/last/state.json").read_text())["epoch"] == 2
-    assert _optimizer_steps(run_dir) == 18
+    assert optimizer_steps(run_dir) == 18
     assert not (run_dir / "metrics.json").exists()
 
     result = ftk_cli("run", "--output", run_dir, "--resume")
     assert result.exit_code == 0, result.output
     assert "Resuming from epoch 2 of 4" in result.stdout
-    assert _optimizer_steps(run_dir) == 36  # optimizer state restored, not restarted
+    assert optimizer_steps(run_dir) == 36  # optimizer state restored, not restarted
     with open(run_dir / "history.csv") as stream:
         assert [row["epoch"] for row in csv.DictReader(stream)] == ["0", "1", "2", "3"]
     full = ftk.run(task="text_classification", data=topics["train"], backbone=embedding,

@@ -68,25 +68,15 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     for index, phase in enumerate(plan_phases(config)):
         if phase.end <= done:
             continue
-        steps = steps_per_epoch * (phase.end - phase.start)
-        head_optimizer = build_optimizer(train_config, phase.head_learning_rate, steps, "head_optimizer")
-        model.compile(optimizer=head_optimizer, loss=loss, metrics=metrics_factory())
         chosen = backbone_variables if phase.train_backbone else []
-        backbone_optimizer = build_optimizer(
-            train_config, phase.backbone_learning_rate, steps, "backbone_optimizer") if chosen else None
-        model.set_backbone_training(chosen, backbone_optimizer)
-        head_optimizer.build(model.head.trainable_variables)
-        if backbone_optimizer is not None:
-            backbone_optimizer.build(chosen)
-        parts = {"model": model, "optimizer": head_optimizer}
-        if backbone_optimizer is not None:
-            parts["backbone_optimizer"] = backbone_optimizer
-        checkpoint = tf.train.Checkpoint(**parts)
-        if state and done > 0:
-            same_phase = state.get("phase") == index
-            restore = checkpoint if same_phase else tf.train.Checkpoint(model=model)
+        checkpoint = _compile_phase(model, phase, chosen, loss, metrics_factory, train_config,
+                                    steps_per_epoch * (phase.end - phase.start))
+        if state is not None:
+            # Optimiser state only carries over within the phase it was saved in.
+            restore = checkpoint if state.get("phase") == index else tf.train.Checkpoint(model=model)
             restore.read(str(folder / "last" / CHECKPOINT_PREFIX)).expect_partial()
             print(f"Resuming from epoch {done} of {train_config['epochs']}.")
+            state = None
         guard = NonFiniteLossGuard()
         checkpointer = RunCheckpointer(checkpoint, folder, monitor, index, guard,
                                        run_dir / "history.csv", done, best)
@@ -113,6 +103,25 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     if (folder / "best").exists():
         tf.train.Checkpoint(model=model).read(str(folder / "best" / CHECKPOINT_PREFIX)).expect_partial()
     return read_history(run_dir / "history.csv")
+
+
+def _compile_phase(model: FineTuneModel, phase: Phase, chosen: list, loss: Any,
+                   metrics_factory: Any, train_config: Mapping[str, Any],
+                   steps: int) -> tf.train.Checkpoint:
+    """Recompile for one phase (Keras re-traces on a change of trainable state)
+    and return the checkpoint holding the model and this phase's optimisers."""
+    head_optimizer = build_optimizer(train_config, phase.head_learning_rate, steps, "head_optimizer")
+    model.compile(optimizer=head_optimizer, loss=loss, metrics=metrics_factory())
+    backbone_optimizer = build_optimizer(
+        train_config, phase.backbone_learning_rate, steps, "backbone_optimizer") if chosen else None
+    model.set_backbone_training(chosen, backbone_optimizer)
+    # Built now so that a checkpoint restores their slots instead of deferring.
+    head_optimizer.build(model.head.trainable_variables)
+    parts = {"model": model, "optimizer": head_optimizer}
+    if backbone_optimizer is not None:
+        backbone_optimizer.build(chosen)
+        parts["backbone_optimizer"] = backbone_optimizer
+    return tf.train.Checkpoint(**parts)
 
 
 def _check_monitor(monitor: str, metrics: list, has_validation: bool) -> None:
