@@ -338,3 +338,21 @@ def test_do_lower_case_from_tokenizer_config_or_vocab(tmp_path):
     assert bert_convert._do_lower_case(tmp_path, uncased) is True
     (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
     assert bert_convert._do_lower_case(tmp_path, uncased) is False
+
+
+def test_cli_convert_makes_a_usable_backbone(tmp_path, topics):
+    import ftk
+    from helpers import ftk_cli
+
+    checkpoint = testing.tiny_bert_checkpoint(tmp_path / "ckpt", words=["goal", "team", "bake", "oven"])
+    result = ftk_cli("backbones", "convert", checkpoint, tmp_path / "converted", "--seq-length", 16)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(tmp_path / "converted")
+    info = json.loads((tmp_path / "converted" / "backbone.json").read_text())
+    assert info["kind"] == "text_encoder" and info["hidden_size"] == 32
+    run = ftk.run(task="text_classification", data=topics["train"], backbone=tmp_path / "converted",
+                  epochs=1, batch_size=8, output_dir=tmp_path / "run",
+                  set={"backbone.max_seq_length": 16})
+    assert run.metrics["num_examples"] > 0
+    missing = ftk_cli("backbones", "convert", tmp_path / "nowhere", tmp_path / "out")
+    assert missing.exit_code == 1 and "nowhere" in missing.stderr and "Traceback" not in missing.output
