@@ -98,7 +98,7 @@ def evaluate(path: str | Path, data: str | Path, *, batch_size: int | None = Non
 
 def load(path: str | Path, *, plugins: Sequence[str] = ()) -> Any:
     """Load a run directory or export folder for prediction (`.predict(inputs)`)."""
-    from ftk.export import read_metadata
+    from ftk.serving import read_metadata
     from ftk.predictor import Predictor, find_export
 
     registry = build_registry(plugins)
@@ -205,11 +205,13 @@ def export(run_dir: str | Path, format: str = "saved_model",
 
 def _check_export_target(output: Path, format: str) -> None:
     """Never replace something that is not an earlier export of the same kind."""
+    if format == "tflite" and output.suffix != ".tflite":
+        raise FtkError(f"A TFLite export is one file ending in .tflite. Received: --output {output}")
     if not output.exists():
         return
-    earlier_export = (output / "ftk.json").exists() if format == "saved_model" else (
-        output.is_file() and output.suffix == ".tflite")
-    if not earlier_export and (output.is_file() or any(output.iterdir())):
+    earlier_export = (output / "ftk.json").exists() if format == "saved_model" else output.is_file()
+    if not earlier_export and (output.is_file() or not output.is_dir() or any(output.iterdir())
+                               or format == "tflite"):
         raise FtkError(
             f"{output} exists and is not an earlier ftk export; choose another --output "
             "or remove it first."

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ftk.errors import FtkError
-from ftk.export import read_metadata
+from ftk.serving import read_metadata
 from ftk.labels import LabelSpace
 
 

@@ -38,11 +38,11 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
     import tensorflow as tf
     import tf_keras as keras
 
-    from ftk.export import export_saved_model
+    from ftk.serving import export_saved_model
     from ftk.plots import plot_history
     from ftk.predictor import Predictor
     from ftk.training.model import FineTuneModel
-    from ftk.training.trainer import train
+    from ftk.training.trainer import check_monitor, train
 
     # Keras's per-batch timing and config-serialisation warnings are noise here.
     tf.get_logger().setLevel("ERROR")
@@ -61,6 +61,8 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
         head = task.build_head(backbone, label_space, config)
         model = FineTuneModel(backbone.keras_layer(trainable=True), head, name="ftk_model")
         loss = task.build_loss(label_space, config, class_counts(train_targets, label_space))
+    if splits.validation is not None:
+        check_monitor(config["train"]["monitor"], task.build_metrics(label_space, config), True)
     # Written once the config has proved buildable, so a bad value needs no --overwrite.
     write_text_atomic(run_dir / "config.yaml", config_lib.dump(saved_config(config)))
     write_text_atomic(run_dir / "labels.txt", "\n".join(label_space.classes) + "\n")

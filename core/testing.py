@@ -62,7 +62,7 @@ def tiny_text_embedding(path: str | Path, *, dim: int = 16, buckets: int = 512, 
 
 def tiny_bert_checkpoint(path: str | Path, *, words: Sequence[str], hidden: int = 32,
                          layers: int = 2, heads: int = 4, intermediate: int = 64,
-                         max_positions: int = 64, seed: int = 0) -> Path:
+                         max_positions: int = 128, seed: int = 0) -> Path:
     """Write a tiny random BERT checkpoint folder in the Hugging Face layout.
 
     The folder holds `config.json`, `model.safetensors` (float32 weights under

@@ -221,7 +221,7 @@ def test_encoder_carries_vocab_asset_and_do_lower_case(tiny, encoder):
     assert len(loaded.trainable_variables) == len(loaded.variables) - 1
     manifest = json.loads((tiny["out"] / "backbone.json").read_text())
     assert manifest == {"kind": "text_encoder", "hidden_size": 32, "num_layers": 2,
-                        "vocab_size": len(tiny["ids"]), "max_position_embeddings": 64,
+                        "vocab_size": len(tiny["ids"]), "max_position_embeddings": tiny["config"]["max_position_embeddings"],
                         "do_lower_case": True, "source": str(tiny["ckpt"])}
 
 

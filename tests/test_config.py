@@ -107,6 +107,7 @@ def test_monitor_and_split_are_checked(tmp_path, topics, embedding):
                          tmp_path / "a", "--set", "train.monitor=val_acc")
     assert "train.monitor must be one of loss, accuracy, val_loss, val_accuracy. " \
            "Received: 'val_acc'" in message
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
     message = _run_error("--data", topics["train"], "--backbone", embedding, "--output",
                          tmp_path / "b", "--set", "data.validation_split=-0.1")
     assert "data.validation_split must be at least 0 and below 1. Received: -0.1" in message

@@ -99,6 +99,15 @@ def test_export_never_replaces_something_else(trained, tmp_path):
     assert (precious / "notes.txt").read_text() == "keep me"
     assert ftk_cli("export", trained.run_dir, "--output", tmp_path / "e").exit_code == 0
     assert ftk_cli("export", trained.run_dir, "--output", tmp_path / "e").exit_code == 0
+    (tmp_path / "empty").mkdir()
+    result = ftk_cli("export", trained.run_dir, "--format", "tflite", "--output", tmp_path / "empty")
+    assert result.exit_code == 1 and "one file ending in .tflite" in result.stderr
+
+
+def test_python_export_survives_other_api_calls(trained, tmp_path):
+    ftk.load(trained.run_dir)  # imports the serving code; ftk.export must stay the function
+    assert ftk.export(trained.run_dir, "saved_model", tmp_path / "copy") == tmp_path / "copy"
+    assert (tmp_path / "copy" / "saved_model.pb").exists()
 
 
 def test_same_seed_reproduces_the_run(embedding, topics, tmp_path):

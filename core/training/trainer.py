@@ -59,7 +59,6 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     """
     train_config = config["train"]
     monitor = train_config["monitor"] if validation_data is not None else "loss"
-    _check_monitor(monitor, metrics_factory(), validation_data is not None)
     backbone_variables = select_trainable(model.backbone_variables, config["backbone"])
     folder = run_dir / "checkpoints"
     state = read_state(folder / "last") if resume else None
@@ -124,7 +123,8 @@ def _compile_phase(model: FineTuneModel, phase: Phase, chosen: list, loss: Any,
     return tf.train.Checkpoint(**parts)
 
 
-def _check_monitor(monitor: str, metrics: list, has_validation: bool) -> None:
+def check_monitor(monitor: str, metrics: list, has_validation: bool) -> None:
+    """`train.monitor` must name the loss or a metric the training logs."""
     names = ["loss", *(metric.name for metric in metrics)]
     known = names + [f"val_{name}" for name in names] if has_validation else names
     if monitor not in known:
