@@ -131,3 +131,18 @@ def test_a_frozen_backbone_runs_in_inference_mode(bert):
     assert model.backbone.trainable
     training = [model(features, training=True).numpy() for _ in range(2)]
     assert not np.allclose(training[0], training[1])  # dropout is on when it trains
+
+
+def test_warmup_then_cosine_schedule():
+    from ftk.training.optim import build_schedule
+
+    config = ftk.default_config("text_classification")["train"]
+    config.update(warmup_ratio=0.1, schedule="cosine")
+    schedule = build_schedule(config, 1e-3, 100)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(5e-4)   # linear warmup
+    assert rates[2] == pytest.approx(1e-3)                       # peak after 10% of steps
+    assert rates[3] == pytest.approx(5e-4, rel=1e-3)             # cosine halfway down
+    assert rates[4] == pytest.approx(0.0, abs=1e-9)
+    config["schedule"] = "constant"
+    assert build_schedule(config, 1e-3, 100) == 1e-3
