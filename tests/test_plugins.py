@@ -26,6 +26,18 @@ def ftk_register_tasks(register):
     register(dataclasses.replace(text.TASK, name="{task}", description="reviews"))
 '''
 
+HELLO_PLUGIN = '''
+import click
+import ftk
+
+@ftk.hookimpl
+def ftk_register_commands(cli):
+    @cli.command()
+    def hello():
+        """Say hello."""
+        click.echo("hello from a plugin")
+'''
+
 
 @pytest.fixture
 def plugin_module(tmp_path, monkeypatch):
@@ -82,17 +94,7 @@ def test_ftk_register_backbones(plugin_module):
 
 
 def test_ftk_register_commands(plugin_module):
-    name = plugin_module('''
-        import click
-        import ftk
-
-        @ftk.hookimpl
-        def ftk_register_commands(cli):
-            @cli.command()
-            def hello():
-                """Say hello."""
-                click.echo("hello from a plugin")
-    ''')
+    name = plugin_module(HELLO_PLUGIN)
     from ftk.registry import register_commands
 
     group = click.Group()
@@ -102,16 +104,7 @@ def test_ftk_register_commands(plugin_module):
 
 
 def test_plugin_commands_reach_the_ftk_executable(plugin_module, tmp_path):
-    name = plugin_module('''
-        import click
-        import ftk
-
-        @ftk.hookimpl
-        def ftk_register_commands(cli):
-            @cli.command()
-            def hello():
-                click.echo("hello from a plugin")
-    ''')
+    name = plugin_module(HELLO_PLUGIN)
     env = {**_env(), "FTK_PLUGINS": name, "PYTHONPATH": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "ftk.cli", "hello"], capture_output=True,
                             text=True, env=env)
