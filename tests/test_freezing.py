@@ -8,11 +8,11 @@ import pytest
 import ftk
 
 
-def backbone_weights(run_dir):
-    """Backbone variables in the run's last checkpoint, by attribute name."""
+def backbone_weights(run_dir, checkpoint="last"):
+    """Backbone variables in one of the run's checkpoints, by variable name."""
     import tensorflow as tf
 
-    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints" / "last" / "ckpt"))
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints" / checkpoint / "ckpt"))
     prefix = "model/backbone/"
     # keys end in "<variable name>/.ATTRIBUTES/VARIABLE_VALUE", "/" escaped as ".S"
     return {key.split("/")[-3].replace(".S", "/").removesuffix(":0"): reader.get_tensor(key)

@@ -93,9 +93,10 @@ def test_trainable_bert_last_block_only(bert, topics, tmp_path):
 
     exported = tf.saved_model.load(str(result.run_dir / "export"))
     served = {v.name.removesuffix(":0"): v.numpy() for v in exported.backbone.variables}
-    assert set(after) <= set(served)
-    for name in moved:  # the export serves the trained weights
-        np.testing.assert_array_equal(served[name], after[name], err_msg=name)
+    best = backbone_weights(result.run_dir, "best")
+    assert set(best) <= set(served)
+    for name in moved:  # the export serves the best checkpoint's trained weights
+        np.testing.assert_array_equal(served[name], best[name], err_msg=name)
 
 
 def test_multi_label(embedding, tmp_path):
