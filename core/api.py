@@ -248,18 +248,9 @@ def _flag_layer(task: Any, data: Any, val_data: Any, test_data: Any, backbone: A
     pairs = [("task", task), ("data.train", data), ("data.validation", val_data),
              ("data.test", test_data), ("backbone.handle", backbone), ("train.epochs", epochs),
              ("train.batch_size", batch_size), ("output_dir", output_dir)]
-    for key, value in pairs:
-        if value is not None:
-            _deep_update(flags, config_lib.nested(key, str(value) if isinstance(value, Path) else value))
-    return flags
-
-
-def _deep_update(target: dict, update: Mapping) -> None:
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
+    given = [config_lib.nested(key, str(value) if isinstance(value, Path) else value)
+             for key, value in pairs if value is not None]
+    return config_lib.merged(flags, *given)
 
 
 def _task_name(layers: Iterable[tuple[str, Mapping[str, Any]]], registry: Registry) -> str:
