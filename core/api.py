@@ -143,13 +143,21 @@ def pull_backbone(name: str, *, force: bool = False, plugins: Sequence[str] = ()
     return pull(registry.backbones[name], force=force)
 
 
-def convert_backbone(checkpoint_dir: str | Path, output_dir: str | Path, *,
+def convert_backbone(checkpoint: str | Path, output_dir: str | Path, *,
                      seq_length: int = 128) -> Path:
-    """Convert a BERT-family checkpoint folder (config.json, model.safetensors,
-    vocab.txt) into Hub-format encoder and preprocessor SavedModels."""
+    """Convert a checkpoint into Hub-format SavedModels in `output_dir`.
+
+    A folder is a BERT-family checkpoint (config.json, model.safetensors,
+    vocab.txt) and becomes an encoder plus a preprocessor; a `.pth` file is an
+    EfficientNet-Lite0 PyTorch state dict and becomes an image backbone.
+    """
+    if Path(checkpoint).suffix in (".pth", ".pt"):
+        from ftk.hub.efficientnet_convert import convert_efficientnet_lite
+
+        return convert_efficientnet_lite(checkpoint, output_dir)
     from ftk.hub.bert_convert import convert_bert_checkpoint
 
-    return convert_bert_checkpoint(checkpoint_dir, output_dir, default_seq_length=seq_length)
+    return convert_bert_checkpoint(checkpoint, output_dir, default_seq_length=seq_length)
 
 
 def installed_plugins(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:

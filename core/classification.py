@@ -20,8 +20,10 @@ from ftk.rundir import write_text_atomic
 # Config keys every classification task offers, merged into its own defaults.
 CLASSIFICATION_CONFIG: dict[str, Any] = {
     "head": {"dropout": 0.1},
-    "loss": {"label_smoothing": 0.0, "class_weights": None},
+    "loss": {"name": "cross_entropy", "focal_gamma": 2.0, "label_smoothing": 0.0,
+             "class_weights": None},
 }
+CLASSIFICATION_CHOICES: dict[str, tuple[str, ...]] = {"loss.name": ("cross_entropy", "focal")}
 CLASSIFICATION_TYPES: dict[str, Any] = {"loss.class_weights": (str, dict)}
 
 
@@ -51,14 +53,18 @@ def class_weight_vector(label_space: LabelSpace, config: Mapping[str, Any],
 
 def build_classification_loss(label_space: LabelSpace, config: Mapping[str, Any],
                               class_counts: np.ndarray | None = None) -> Any:
-    """Cross-entropy on logits, with label smoothing and optional class weights."""
+    """Cross-entropy on logits (focal with `loss.name: focal`), with label
+    smoothing and optional class weights."""
     from ftk.losses import WeightedCrossEntropy
 
+    focal = config["loss"]["name"] == "focal"
     return WeightedCrossEntropy(
         num_classes=label_space.num_classes,
         multi_label=label_space.multi_label,
         label_smoothing=float(config["loss"]["label_smoothing"]),
         class_weights=class_weight_vector(label_space, config, class_counts),
+        focal_gamma=float(config["loss"]["focal_gamma"]) if focal else 0.0,
+        name="focal" if focal else "cross_entropy",
     )
 
 
@@ -67,7 +73,24 @@ def build_classification_metrics(label_space: LabelSpace, config: Mapping[str, A
 
     if label_space.multi_label:
         return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
-    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    metrics = [keras.metrics.MeanMetricWrapper(_top_k_hits(1), name="accuracy")]
+    if label_space.num_classes > 5:
+        metrics.append(keras.metrics.MeanMetricWrapper(_top_k_hits(5), name="top5_accuracy"))
+    return metrics
+
+
+def _top_k_hits(k: int) -> Any:
+    """Whether the true class is among the k highest logits; targets may be
+    class indices or rows of class probabilities (mixup), whose argmax counts."""
+    import tensorflow as tf
+
+    def hits(y_true: Any, y_pred: Any) -> Any:
+        if y_true.shape.rank == 2 and y_true.shape[-1] == y_pred.shape[-1]:
+            y_true = tf.argmax(y_true, -1)
+        indices = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        return tf.cast(tf.math.in_top_k(indices, tf.cast(y_pred, tf.float32), k), tf.float32)
+
+    return hits
 
 
 def evaluate_classification(targets: np.ndarray, outputs: np.ndarray,
@@ -94,13 +117,17 @@ def evaluate_classification(targets: np.ndarray, outputs: np.ndarray,
     np.add.at(confusion, (targets, predicted), 1)
     tp = np.diag(confusion)
     precision, recall, f1 = _prf(tp, confusion.sum(0) - tp, confusion.sum(1) - tp)
-    return {
+    metrics = {
         "accuracy": float((predicted == targets).mean()),
         "macro_f1": float(f1.mean()),
         "per_class": _per_class(classes, precision, recall, f1, confusion.sum(1)),
         "confusion_matrix": confusion.tolist(),
         "num_examples": int(len(targets)),
     }
+    if len(classes) > 5:
+        top5 = np.argsort(-outputs, axis=-1)[:, :5]
+        metrics["top5_accuracy"] = float((top5 == targets[:, None]).any(-1).mean())
+    return metrics
 
 
 def _prf(tp: Any, fp: Any, fn: Any) -> tuple[Any, Any, Any]:

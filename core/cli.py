@@ -160,13 +160,14 @@ def backbones_pull(name: str, force: bool, plugins: tuple[str, ...]) -> None:
 
 
 @backbones.command("convert")
-@click.argument("checkpoint_dir")
+@click.argument("checkpoint")
 @click.argument("output_dir")
 @click.option("--seq-length", type=int, default=128, show_default=True,
-              help="Sequence length of the preprocessor's default call.")
-def backbones_convert(checkpoint_dir: str, output_dir: str, seq_length: int) -> None:
-    """Convert a BERT-family checkpoint (config.json, model.safetensors, vocab.txt)."""
-    click.echo(str(api.convert_backbone(checkpoint_dir, output_dir, seq_length=seq_length)))
+              help="Sequence length of a BERT preprocessor's default call.")
+def backbones_convert(checkpoint: str, output_dir: str, seq_length: int) -> None:
+    """Convert CHECKPOINT to Hub format: a BERT-family folder (config.json,
+    model.safetensors, vocab.txt) or an EfficientNet-Lite0 .pth file."""
+    click.echo(str(api.convert_backbone(checkpoint, output_dir, seq_length=seq_length)))
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:

@@ -31,6 +31,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "trainable": False,
         "trainable_blocks": None,
         "trainable_patterns": [],
+        "freeze_batchnorm": True,
     },
     "head": {},
     "loss": {},

@@ -92,26 +92,54 @@ def check_validation_classes(validation: Examples, label_space: LabelSpace) -> N
               f"{', '.join(missing)}; their validation metrics will be 0.", file=sys.stderr)
 
 
-def make_dataset(inputs: Any, targets: np.ndarray | None, preprocess: Callable,
-                 batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Any:
+def make_dataset(inputs: Any, targets: Any, preprocess: Callable, batch_size: int, *,
+                 training: bool = False, shuffle: bool = False, seed: int = 0) -> Any:
     """Batch, preprocess in parallel inside tf.data, and prefetch.
 
-    Preprocessing is applied per batch (tokenizers and resizers are vectorised),
-    so no Python code runs per example.
+    A preprocessor with `load_example(raw, target, seed, training)` works per
+    example before batching (image files of different sizes are decoded and
+    resized there); one without it works per batch (tokenizers are
+    vectorised). With `training`, an optional `augment_batch(features,
+    targets, seed)` runs on each batch (mixup, cutmix). Random transforms take
+    stateless seeds drawn from `seed`, so a seeded run repeats exactly.
+    No Python code runs per example.
     """
     import tensorflow as tf
 
     raw = tf.data.Dataset.from_tensor_slices(np.asarray(inputs, dtype=object).astype(str)
                                              if _is_text(inputs) else inputs)
-    dataset = raw if targets is None else tf.data.Dataset.zip((raw, tf.data.Dataset.from_tensor_slices(targets)))
+    dataset = tf.data.Dataset.zip((raw, _target_dataset(targets)))
     if shuffle:
         dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if targets is None:
-        dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    load_example = getattr(preprocess, "load_example", None)
+    if load_example is not None:
+        dataset = tf.data.Dataset.zip((dataset, _seeds(seed)))
+        dataset = dataset.map(lambda example, pair: load_example(*example, pair, training),
+                              num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     else:
-        dataset = dataset.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.batch(batch_size).map(lambda x, y: (preprocess(x), y),
+                                                num_parallel_calls=tf.data.AUTOTUNE)
+    augment_batch = getattr(preprocess, "augment_batch", None)
+    if training and augment_batch is not None:
+        dataset = tf.data.Dataset.zip((dataset, _seeds(seed + 1)))
+        dataset = dataset.map(lambda batch, pair: augment_batch(*batch, pair),
+                              num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _target_dataset(targets: Any) -> Any:
+    import tensorflow as tf
+
+    if isinstance(targets, Mapping):  # e.g. boxes and classes per image
+        return tf.data.Dataset.from_tensor_slices(dict(targets))
+    return tf.data.Dataset.from_tensor_slices(targets)
+
+
+def _seeds(seed: int) -> Any:
+    """An endless stream of `[2]` int64 seeds for stateless random ops, new each epoch."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
 
 def _is_text(inputs: Any) -> bool:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ftk.errors import FtkError
+from ftk.images import read_image_bytes
 from ftk.serving import read_metadata
 from ftk.labels import LabelSpace
 
@@ -51,10 +52,15 @@ class Predictor:
         return self.label_space.classes
 
     def predict(self, inputs: Sequence[Any], batch_size: int = 64) -> list[dict[str, Any]]:
-        """One JSON-ready prediction per input (labels and scores)."""
+        """One JSON-ready prediction per input (labels and scores).
+
+        Inputs are texts for text tasks; for image tasks, image file paths,
+        encoded image bytes, or arrays `[H, W, 3]` (uint8 0-255, or floats in
+        [0, 1]).
+        """
         results: list[dict[str, Any]] = []
-        for batch in _batches(self._encode(inputs), batch_size):
-            outputs = {k: v.numpy() for k, v in self._module.serve(batch).items()}
+        for signature, batch in self._batches(inputs, batch_size):
+            outputs = {k: v.numpy() for k, v in getattr(self._module, signature)(batch).items()}
             for row in range(len(batch)):
                 values = {key: value[row] for key, value in outputs.items()}
                 results.append(self.task.format_prediction(values, self.label_space))
@@ -62,18 +68,46 @@ class Predictor:
 
     def raw_outputs(self, inputs: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         """The model's outputs (logits) for `inputs`, as `ftk evaluate` scores them."""
-        chunks = [self._module.raw_outputs(batch)["outputs"].numpy()
-                  for batch in _batches(self._encode(inputs), batch_size)]
+        chunks = [getattr(self._module, signature.replace("serve", "raw_outputs"))(batch)["outputs"].numpy()
+                  for signature, batch in self._batches(inputs, batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.label_space.num_classes))
 
-    def _encode(self, inputs: Sequence[Any]) -> list[Any]:
-        if isinstance(inputs, (str, bytes)):
+    def _batches(self, inputs: Sequence[Any], size: int) -> Iterator[tuple[str, Any]]:
+        """`(signature, batch)` pairs in input order; files are read batch by batch."""
+        import tensorflow as tf
+
+        if isinstance(inputs, (str, bytes, Path)):
             inputs = [inputs]
-        return list(inputs)
+        items = list(inputs)
+        images = self.metadata.get("inputs") == "image"
+        start = 0
+        while start < len(items):
+            if images and isinstance(items[start], np.ndarray):
+                yield "serve_pixels", tf.constant(pixels(items[start])[None])
+                start += 1
+                continue
+            end = start
+            while end < len(items) and end - start < size and not (
+                    images and isinstance(items[end], np.ndarray)):
+                end += 1
+            chunk = items[start:end]
+            if images:
+                chunk = [item if isinstance(item, bytes) else read_image_bytes(item) for item in chunk]
+            yield "serve", tf.constant(chunk)
+            start = end
 
 
-def _batches(items: list[Any], size: int) -> Any:
-    import tensorflow as tf
-
-    for start in range(0, len(items), size):
-        yield tf.constant(items[start:start + size])
+def pixels(array: np.ndarray) -> np.ndarray:
+    """An image array as float32 `[H, W, 3]` in [0, 1]."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise FtkError(f"An image array must be [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]. "
+                       f"Received shape {array.shape}.")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    array = array[..., :3]
+    if np.issubdtype(array.dtype, np.integer):
+        return (array / 255.0).astype(np.float32)
+    return array.astype(np.float32)

@@ -25,6 +25,7 @@ ENTRY_POINT_GROUP = "ftk"
 # discovery of third-party packages; they are also declared as entry points.
 BUILTIN_PLUGINS = {
     "text_classification": "ftk.plugins.text_classification",
+    "image_classification": "ftk.plugins.image_classification",
 }
 
 

@@ -57,9 +57,10 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
     batch_size = config["train"]["batch_size"]
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
-        preprocessor = task.build_preprocessor(backbone, config)
+        preprocessor = task.build_preprocessor(backbone, label_space, config)
         head = task.build_head(backbone, label_space, config)
-        model = FineTuneModel(backbone.keras_layer(trainable=True), head, name="ftk_model")
+        model = FineTuneModel(backbone.keras_layer(trainable=True), head, name="ftk_model",
+                              freeze_batchnorm=config["backbone"]["freeze_batchnorm"])
         loss = task.build_loss(label_space, config, class_counts(train_targets, label_space))
     if splits.validation is not None:
         check_monitor(config["train"]["monitor"], task.build_metrics(label_space, config), True)
@@ -67,7 +68,7 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
     write_text_atomic(run_dir / "config.yaml", config_lib.dump(saved_config(config)))
     write_text_atomic(run_dir / "labels.txt", "\n".join(label_space.classes) + "\n")
     train_data = make_dataset(splits.train.inputs, train_targets, preprocessor, batch_size,
-                              shuffle=True, seed=seed)
+                              training=True, shuffle=True, seed=seed)
     validation_data = None if validation_targets is None else make_dataset(
         splits.validation.inputs, validation_targets, preprocessor, batch_size)
     model(next(iter(train_data))[0])  # build the head before optimisers and checkpoints
@@ -79,7 +80,7 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
                     config=config, run_dir=run_dir, steps_per_epoch=steps, resume=resume)
 
     metadata = {"task": task.name, "backbone": backbone.name, "labels": label_space.to_json(),
-                "config": saved_config(config)}
+                "inputs": getattr(preprocessor, "input_kind", "text"), "config": saved_config(config)}
     export_saved_model(model, preprocessor, lambda outputs: task.postprocess(outputs, label_space, config),
                        run_dir / "export", metadata, label_space)
     evaluation = splits.test if splits.test is not None else splits.validation

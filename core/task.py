@@ -38,9 +38,15 @@ class Task:
         name: the name users pass to `--task`.
         default_backbone: preset name, handle or path used when none is given.
         read_data: `(path, config) -> Examples` for one data file or folder.
-        build_preprocessor: `(backbone, config) -> fn` where `fn` maps a batch of
-            raw inputs (a tf.Tensor) to the backbone's input features. It runs in
-            tf.data during training and inside the exported serving signature.
+        build_preprocessor: `(backbone, label_space, config) -> fn` where `fn`
+            maps a batch of raw inputs (a tf.Tensor) to the backbone's input
+            features. It runs in tf.data during training and inside the exported
+            serving signature. Optional methods on it: `load_example(raw, target,
+            seed, training)` works per example before batching instead (image
+            files of different sizes), `augment_batch(features, targets, seed)`
+            transforms training batches, `from_pixels(images)` adds float-image
+            export signatures, and `input_kind` (`"text"` or `"image"`) tells
+            `ftk.load(...).predict` how to read inputs.
         build_head: `(backbone, label_space, config) -> layer`; the layer is
             called as `layer(backbone_outputs, features, training=...)`.
         build_loss: `(label_space, config, class_counts) -> keras loss`;

@@ -60,6 +60,45 @@ def tiny_text_embedding(path: str | Path, *, dim: int = 16, buckets: int = 512, 
     return str(path)
 
 
+def tiny_image_backbone(path: str | Path, *, feature_maps: bool = False, width: int = 8,
+                        image_size: int | None = None, seed: int = 0) -> str:
+    """Write a tiny tf.hub image backbone: float32 [B, H, W, 3] in [0, 1] in.
+
+    Five stride-2 conv + BatchNorm + ReLU blocks (`block_1` ... `block_5`) and
+    global average pooling; the pooled vector also carries the image's mean
+    colour, so a head can learn colour classes from it at once. Without
+    `feature_maps` it returns that `[B, 4 * width + 3]` vector (the
+    feature-vector convention); with it, a dict
+    holding that vector as `default` plus the rank-4 maps `stride_8`,
+    `stride_16` and `stride_32`, as detection backbones do. `image_size` fixes
+    the input size in the call signature, as some TF Hub models do.
+
+    Returns:
+        The SavedModel folder, usable as `--backbone`.
+    """
+    import tensorflow as tf
+    import tf_keras as keras
+
+    tf.random.set_seed(seed)
+    inputs = keras.Input([image_size, image_size, 3])
+    x = inputs * 2.0 - 1.0
+    maps = {}
+    for block, channels in enumerate((width, width, 2 * width, 4 * width, 4 * width), start=1):
+        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False,
+                                name=f"block_{block}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"block_{block}_bn")(x)
+        x = keras.layers.ReLU()(x)
+        maps[f"stride_{2 ** block}"] = x
+    pooled = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(x),
+                                         keras.layers.GlobalAveragePooling2D()(inputs)])
+    outputs: Any = pooled
+    if feature_maps:
+        outputs = {"default": pooled, **{k: maps[k] for k in ("stride_8", "stride_16", "stride_32")}}
+    model = keras.Model(inputs, outputs)
+    tf.saved_model.save(model, str(path))
+    return str(path)
+
+
 def tiny_bert_checkpoint(path: str | Path, *, words: Sequence[str], hidden: int = 32,
                          layers: int = 2, heads: int = 4, intermediate: int = 64,
                          max_positions: int = 128, seed: int = 0) -> Path:

@@ -13,6 +13,9 @@ from typing import Any, Mapping, Sequence
 from ftk.errors import ConfigError
 
 BLOCK_PATTERN = re.compile(r"(?:layer|block|stage)[_/.-]?(\d+)", re.IGNORECASE)
+# BatchNorm scale and offset as Keras, TF-Slim and ftk's converters name them.
+BATCHNORM_PATTERN = re.compile(r"(?:batch_?norm|(?:^|[/_.])bn\d*)[^/]*/(?:gamma|beta)$",
+                               re.IGNORECASE)
 
 
 def select_trainable(variables: Sequence[Any], backbone_config: Mapping[str, Any]) -> list[Any]:
@@ -21,8 +24,9 @@ def select_trainable(variables: Sequence[Any], backbone_config: Mapping[str, Any
     Args:
         variables: all variables of the backbone layer (made trainable).
         backbone_config: `trainable` (bool), `trainable_blocks` (last N numbered
-            blocks, e.g. `layer_4`, `block5`) and `trainable_patterns` (regular
-            expressions searched in variable names).
+            blocks, e.g. `layer_4`, `block5`), `trainable_patterns` (regular
+            expressions searched in variable names) and `freeze_batchnorm`
+            (keep BatchNorm scale and offset fixed).
 
     Returns:
         The variables to update; empty when the backbone is frozen.
@@ -32,6 +36,8 @@ def select_trainable(variables: Sequence[Any], backbone_config: Mapping[str, Any
     """
     if not backbone_config["trainable"]:
         return []
+    if backbone_config.get("freeze_batchnorm", False):
+        variables = [v for v in variables if not is_batchnorm(v)]
     blocks = backbone_config["trainable_blocks"]
     patterns = backbone_config["trainable_patterns"] or []
     if blocks is None and not patterns:
@@ -79,6 +85,11 @@ def _search(pattern: str, name: str) -> bool:
 def _examples(variables: Sequence[Any], count: int = 4) -> list[str]:
     step = max(1, len(variables) // count)
     return [variable_name(v) for v in list(variables)[::step][:count]]
+
+
+def is_batchnorm(variable: Any) -> bool:
+    """Whether a variable is a BatchNorm scale (gamma) or offset (beta)."""
+    return BATCHNORM_PATTERN.search(variable_name(variable)) is not None
 
 
 def variable_name(variable: Any) -> str:

@@ -24,7 +24,7 @@ CONFIG = merged(classification.CLASSIFICATION_CONFIG, {
 })
 
 
-def _preprocessor(backbone: Any, config: Mapping[str, Any]) -> Any:
+def _preprocessor(backbone: Any, label_space: ftk.LabelSpace, config: Mapping[str, Any]) -> Any:
     from ftk.plugins.text_classification.preprocessor import build_text_preprocessor
 
     return build_text_preprocessor(backbone, config)
@@ -73,7 +73,8 @@ TASK = ftk.Task(
     write_artifacts=classification.write_classification_artifacts,
     config=CONFIG,
     config_types=classification.CLASSIFICATION_TYPES,
-    config_choices={"head.pooling": ("auto", "pooled", "cls", "mean"),
+    config_choices={**classification.CLASSIFICATION_CHOICES,
+                    "head.pooling": ("auto", "pooled", "cls", "mean"),
                     "data.format": ("auto", "csv", "tsv", "jsonl", "folder")},
     demo_data=_demo_data,
     head_name="pooling + dropout + dense",

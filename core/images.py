@@ -1,0 +1,159 @@
+"""Image inputs shared by every image task: decoding, checking and resizing.
+
+Images travel as file paths through tf.data (read and decoded in parallel, so
+no Python runs per image) and as encoded bytes or float pixels through an
+export. Pixels are float32 in [0, 1], the tf.hub image convention.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ftk.errors import ConfigError, DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+DEFAULT_IMAGE_SIZE = 224
+
+# Keys every image task offers, merged into its own defaults.
+IMAGE_CONFIG: dict[str, Any] = {
+    "data": {"skip_bad_files": False},
+    "backbone": {"image_size": None},
+}
+IMAGE_TYPES: dict[str, Any] = {"backbone.image_size": int}
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def decode_image(encoded: Any) -> Any:
+    """Encoded JPEG/PNG/BMP/GIF bytes to float32 RGB `[H, W, 3]` in [0, 1].
+
+    Grayscale gains channels, RGBA loses alpha, a GIF gives its first frame.
+    """
+    import tensorflow as tf
+
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.float32, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize(images: Any, size: int) -> Any:
+    """Resize `[H, W, 3]` or `[B, H, W, 3]` to `size` x `size`, staying in [0, 1]."""
+    import tensorflow as tf
+
+    resized = tf.image.resize(images, [size, size], method="bilinear", antialias=True)
+    return tf.clip_by_value(resized, 0.0, 1.0)
+
+
+def check_images(paths: Sequence[str], *, skip_bad: bool, source: str) -> list[int]:
+    """Indices of `paths` that decode; a bad one is an error unless `skip_bad`.
+
+    Every image is decoded once, in parallel inside tf.data, so a corrupt file
+    is named before training rather than failing an epoch half-way.
+    """
+    import tensorflow as tf
+
+    if not paths:
+        return []
+
+    def size_of(index: Any, path: Any) -> Any:
+        return index, tf.shape(decode_image(tf.io.read_file(path)))[:2]
+
+    dataset = (tf.data.Dataset.from_tensor_slices(list(paths)).enumerate()
+               .map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors())
+    readable = {int(index) for index, shape in dataset.as_numpy_iterator() if min(shape) > 0}
+    bad = [i for i in range(len(paths)) if i not in readable]
+    if bad and not skip_bad:
+        shown = "\n  ".join(paths[i] for i in bad[:5])
+        more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DataError(
+            f"{source}: {len(bad)} file(s) cannot be decoded as JPEG, PNG, BMP or GIF "
+            f"(corrupt or not an image):\n  {shown}{more}\nRemove or replace them, or set "
+            "data.skip_bad_files: true to skip them."
+        )
+    if bad:
+        print(f"Skipped {len(bad)} unreadable image(s) in {source} (data.skip_bad_files).",
+              file=sys.stderr)
+    return [i for i in range(len(paths)) if i in readable]
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """A file's encoded bytes, with an error naming it when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Image file {path} does not exist.")
+    return path.read_bytes()
+
+
+def image_size(backbone: Any, config: Mapping[str, Any]) -> int:
+    """The side length images are resized to for `backbone`.
+
+    `backbone.image_size` wins; else the preset's metadata; else the size fixed
+    in the SavedModel's call signature; else 224, the usual ImageNet size.
+    """
+    configured = config["backbone"]["image_size"]
+    fixed = _signature_size(backbone)
+    if configured is not None:
+        if configured < 8:
+            raise ConfigError(f"backbone.image_size must be at least 8. Received: {configured}")
+        if fixed and fixed != configured:
+            raise ConfigError(
+                f"backbone.image_size is {configured}, but backbone {backbone.name!r} only "
+                f"takes {fixed}x{fixed} images. Remove the key or set it to {fixed}."
+            )
+        return int(configured)
+    return int(backbone.metadata.get("image_size") or fixed or DEFAULT_IMAGE_SIZE)
+
+
+def _signature_size(backbone: Any) -> int | None:
+    import tensorflow as tf
+
+    for function in getattr(backbone.saved_model.__call__, "concrete_functions", []):
+        args, _ = function.structured_input_signature
+        specs = tf.nest.flatten(args[0] if args else None)
+        if specs and specs[0].shape.rank == 4:
+            height, width = specs[0].shape[1:3]
+            if height is not None and height == width:
+                return int(height)
+    return None
+
+
+class ImagePreprocessor:
+    """Turns image inputs into backbone-sized float pixels.
+
+    Used three ways: `load_example` reads a file inside tf.data (with the
+    task's train-time augmentation), `__call__` decodes a batch of encoded
+    images in the exported model, and `from_pixels` resizes a float batch for
+    the export's pixel signature. Tasks subclass it to add augmentation.
+    """
+
+    input_kind = "image"
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, encoded: Any) -> Any:
+        import tensorflow as tf
+
+        return tf.map_fn(lambda data: resize(decode_image(data), self.size),
+                         tf.reshape(encoded, [-1]),
+                         fn_output_signature=tf.TensorSpec([self.size, self.size, 3], tf.float32))
+
+    def from_pixels(self, images: Any) -> Any:
+        return resize(images, self.size)
+
+    def load_example(self, path: Any, target: Any, seed: Any, training: bool) -> tuple[Any, Any]:
+        """Read and decode one file; `seed` ([2] int64) drives augmentation."""
+        import tensorflow as tf
+
+        image = decode_image(tf.io.read_file(path))
+        if training:
+            return self.augment(image, target, seed)
+        return resize(image, self.size), target
+
+    def augment(self, image: Any, target: Any, seed: Any) -> tuple[Any, Any]:
+        """Train-time transform of one decoded image; none by default."""
+        return resize(image, self.size), target

@@ -1,0 +1,119 @@
+"""Reading labelled images: a folder per class, or a CSV of paths and labels.
+
+Only paths are read here; pixels are decoded in tf.data. Every file is
+decoded once up front (in parallel) so a corrupt one is named before training.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import ftk
+from ftk.images import IMAGE_SUFFIXES, check_images, is_image_file
+
+# Files that operating systems drop into folders; never data.
+IGNORED_FILES = {"thumbs.db", "desktop.ini"}
+
+
+def read_image_data(path: str, config: Mapping[str, Any]) -> ftk.Examples:
+    """Image paths and class names from a class-folder tree or a CSV file."""
+    data = config["data"]
+    source = Path(path)
+    form = data["format"]
+    if form == "auto":
+        form = "folder" if source.is_dir() else source.suffix.lower().lstrip(".")
+    if form == "folder":
+        if not source.is_dir():
+            raise ftk.DataError(f"{source} is not a folder; data.format is 'folder'.")
+        paths, labels = _read_folder(source, data["skip_bad_files"])
+    elif form == "csv":
+        paths, labels = _read_csv(source, data)
+    else:
+        raise ftk.DataError(f"{source}: cannot tell the data format. Pass a folder with one "
+                            "subfolder of images per class, or a .csv file, or set data.format.")
+    keep = check_images(paths, skip_bad=data["skip_bad_files"], source=str(source))
+    return ftk.Examples([paths[i] for i in keep], [labels[i] for i in keep], str(source))
+
+
+def _read_folder(root: Path, skip_bad: bool) -> tuple[list[str], list[str]]:
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ftk.DataError(f"{root} has no class subfolders. Put each class's images in a "
+                            "subfolder named after the class.")
+    paths, labels, others = [], [], []
+    for folder in classes:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.name.lower() not in IGNORED_FILES)
+        images = [p for p in files if is_image_file(p)]
+        others += [p for p in files if not is_image_file(p)]
+        if not images:
+            raise ftk.DataError(f"Class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}). "
+                                "Add images of the class or remove the folder.")
+        paths += [str(p) for p in images]
+        labels += [folder.name] * len(images)
+    if others and not skip_bad:
+        shown = "\n  ".join(map(str, others[:5]))
+        raise ftk.DataError(f"{root}: {len(others)} file(s) are not images "
+                            f"({', '.join(IMAGE_SUFFIXES)}):\n  {shown}\nMove them out of the "
+                            "class folders, or set data.skip_bad_files: true to skip them.")
+    if others:
+        print(f"Skipped {len(others)} non-image file(s) in {root} (data.skip_bad_files).",
+              file=sys.stderr)
+    return paths, labels
+
+
+def _read_csv(path: Path, data: Mapping[str, Any], *,
+              labelled: bool = True) -> tuple[list[str], list[str]]:
+    image_column = data["image_column"]
+    label_column = data["label_column"] if labelled else image_column
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as stream:
+            rows = list(csv.DictReader(stream))
+            columns = rows[0].keys() if rows else []
+    except UnicodeDecodeError as error:
+        raise ftk.DataError(f"{path} is not UTF-8 text ({error.reason}).") from None
+    missing = [c for c in (image_column, label_column) if c not in columns]
+    if rows and missing:
+        raise ftk.DataError(f"{path}: no column {', '.join(map(repr, missing))} (columns: "
+                            f"{', '.join(columns)}). Set data.image_column / data.label_column.")
+    paths, labels, absent = [], [], []
+    for line, row in enumerate(rows, start=2):
+        where = f"{path}, line {line}"
+        name, label = (row.get(image_column) or "").strip(), (row.get(label_column) or "").strip()
+        if not name or not label:
+            raise ftk.DataError(f"{where}: empty {image_column if not name else label_column!r}. "
+                                "Fill it in or remove the row.")
+        image = Path(name).expanduser()
+        image = image if image.is_absolute() else path.parent / image
+        if not image.is_file():
+            absent.append(f"{where}: {image}")
+            continue
+        paths.append(str(image))
+        labels.append(label)
+    if absent and not data["skip_bad_files"]:
+        raise ftk.DataError(f"{len(absent)} image file(s) listed in {path} do not exist:\n  "
+                            + "\n  ".join(absent[:5]) + "\nPaths are relative to the CSV's "
+                            "folder. Fix them, or set data.skip_bad_files: true to skip the rows.")
+    if absent:
+        print(f"Skipped {len(absent)} row(s) of {path} whose image is missing "
+              "(data.skip_bad_files).", file=sys.stderr)
+    return paths, labels
+
+
+def prediction_inputs(values: list[str], config: Mapping[str, Any]) -> list[str]:
+    """`ftk predict` inputs: image files, folders of images, or a CSV's image column."""
+    paths: list[str] = []
+    for value in values:
+        path = Path(value)
+        if path.is_dir():
+            paths += [str(p) for p in sorted(path.rglob("*")) if p.is_file() and is_image_file(p)]
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            paths += _read_csv(path, {**config["data"], "skip_bad_files": False}, labelled=False)[0]
+        elif path.is_file():
+            paths.append(str(path))
+        else:
+            raise ftk.DataError(f"{value} is not an image file, a folder or a CSV file.")
+    return paths

@@ -1,0 +1,209 @@
+"""Image classification through the CLI and the Python API on tiny offline backbones."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import ftk
+from helpers import ftk_cli, json_out
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
+           "yellow": (230, 220, 30), "cyan": (30, 210, 220), "magenta": (210, 30, 200)}
+# Every format and mode the reader accepts, in one folder: (suffix, PIL mode).
+FORMATS = [(".png", "RGB"), (".jpg", "RGB"), (".png", "L"), (".png", "RGBA"), (".bmp", "RGB"),
+           (".gif", "P"), (".jpeg", "L")]
+
+
+def colour_image(colour, rng, size=(40, 32)) -> Image.Image:
+    noise = rng.normal(0, 12, (size[1], size[0], 3))
+    return Image.fromarray(np.clip(np.asarray(colour) + noise, 0, 255).astype(np.uint8))
+
+
+def write_colour_folder(root: Path, per_class: int, seed: int, classes=COLOURS) -> Path:
+    """One subfolder per colour; sizes, formats and modes vary inside each."""
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            suffix, mode = FORMATS[index % len(FORMATS)]
+            size = (int(rng.integers(24, 64)), int(rng.integers(24, 64)))
+            image = colour_image(COLOURS.get(name, (128, 0, 128)), rng, size).convert(mode)
+            image.save(root / name / f"{name}_{index}{suffix}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_image(tmp_path_factory) -> str:
+    from ftk import testing
+
+    return testing.tiny_image_backbone(tmp_path_factory.mktemp("backbones") / "tiny_image")
+
+
+@pytest.fixture(scope="session")
+def colours(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("colours")
+    return {"train": write_colour_folder(folder / "train", 14, seed=0),
+            "test": write_colour_folder(folder / "test", 4, seed=1)}
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_image, colours):
+    """One CLI run on six colours, shared by the tests that inspect its outputs."""
+    run_dir = tmp_path_factory.mktemp("runs") / "colours"
+    result = ftk_cli("run", "--task", "image_classification", "--data", str(colours["train"]),
+                     "--test-data", str(colours["test"]), "--backbone", tiny_image,
+                     "--epochs", "15", "--batch-size", "16", "--output", str(run_dir),
+                     "--set", "backbone.image_size=32", "--set", "train.learning_rate=0.1",
+                     "--set", "data.augmentation.color_jitter=0.0")
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_run_learns_colours_and_writes_reports(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["split"] == "test"
+    assert metrics["accuracy"] >= 0.75, metrics  # chance is 1/6
+    assert metrics["top5_accuracy"] >= metrics["accuracy"]  # six classes: top-5 is reported
+    assert set(metrics["per_class"]) == set(COLOURS)
+    assert {"precision", "recall", "f1", "support"} <= set(metrics["per_class"]["red"])
+    assert (trained / "confusion_matrix.csv").read_text().startswith("true \\ predicted,blue,cyan")
+    assert (trained / "plots" / "confusion_matrix.png").stat().st_size > 0
+    assert (trained / "labels.txt").read_text().split() == sorted(COLOURS)
+    history = (trained / "history.csv").read_text()
+    assert "top5_accuracy" in history.splitlines()[0]
+
+
+def test_predict_cli_prints_json_for_image_files(trained, colours):
+    files = [colours["test"] / "red" / "red_0.png", colours["test"] / "blue" / "blue_2.png"]
+    result = ftk_cli("predict", str(trained), *map(str, files))
+    assert result.exit_code == 0, result.output
+    predictions = json_out(result)
+    assert [p["label"] for p in predictions] == ["red", "blue"]
+    assert set(predictions[0]["scores"]) == set(COLOURS)
+
+
+def test_load_predicts_paths_bytes_and_arrays_alike(trained, colours):
+    model = ftk.load(trained)
+    path = colours["test"] / "green" / "green_0.png"  # lossless, so all three agree
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    by_path, by_bytes, by_uint8, by_float = model.predict(
+        [str(path), path.read_bytes(), pixels, pixels / 255.0])
+    assert by_path["label"] == "green"
+    for other in (by_bytes, by_uint8, by_float):
+        assert other["label"] == "green"
+        assert other["score"] == pytest.approx(by_path["score"], abs=1e-4)
+
+
+def test_export_has_bytes_and_pixel_signatures(trained, colours):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(trained / "export"))
+    assert {"serving_default", "raw_outputs", "serving_pixels", "raw_outputs_pixels"} <= set(loaded.signatures)
+    bitmap = colours["train"] / "cyan" / "cyan_4.bmp"
+    outputs = loaded.signatures["serving_default"](inputs=tf.constant([bitmap.read_bytes()]))
+    assert outputs["label"].numpy()[0].decode() == ftk.load(trained).predict([str(bitmap)])[0]["label"]
+    assert outputs["scores"].shape == (1, len(COLOURS))
+    pixels = tf.random.uniform([2, 50, 70, 3])
+    outputs = loaded.signatures["serving_pixels"](images=pixels)
+    assert outputs["scores"].shape == (2, len(COLOURS))
+
+
+def test_evaluate_scores_a_folder_through_the_export(trained, colours):
+    result = ftk_cli("evaluate", str(trained), "--data", str(colours["test"]))
+    assert result.exit_code == 0, result.output
+    assert json_out(result)["accuracy"] == json.loads((trained / "metrics.json").read_text())["accuracy"]
+
+
+def test_csv_with_relative_paths_and_dict_backbone(tmp_path, colours):
+    from ftk import testing
+
+    rows = [(str(p.relative_to(colours["train"])), p.parent.name)
+            for p in sorted(colours["train"].glob("*/*"))]
+    table = colours["train"] / "train.csv"  # beside the images: paths relative to it
+    with open(table, "w", newline="") as stream:
+        csv.writer(stream).writerows([("image", "label"), *rows])
+    try:
+        backbone = testing.tiny_image_backbone(tmp_path / "maps", feature_maps=True)
+        result = testing.smoke_run("image_classification", data=table, backbone=backbone,
+                                   output_dir=tmp_path / "run", batch_size=16,
+                                   backbone__image_size=32)
+    finally:
+        table.unlink()
+    # Scored on the validation split: 10% of 14 images, one per colour.
+    assert result.metrics["num_examples"] == len(COLOURS)
+
+
+def _cli_error(*args: str) -> str:
+    result = ftk_cli(*args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def _run_args(data: Path, backbone: str, run_dir: Path, *extra: str) -> list[str]:
+    return ["run", "--task", "image_classification", "--data", str(data), "--backbone", backbone,
+            "--epochs", "1", "--output", str(run_dir), "--set", "backbone.image_size=32", *extra]
+
+
+def test_bad_inputs_get_clear_errors(tmp_path, tiny_image, colours):
+    empty = write_colour_folder(tmp_path / "empty", 3, seed=2, classes=("red", "blue"))
+    (empty / "green").mkdir()
+    assert f"Class folder {empty / 'green'} holds no images" in _cli_error(
+        *_run_args(empty, tiny_image, tmp_path / "r1"))
+
+    single = write_colour_folder(tmp_path / "single", 3, seed=2, classes=("red",))
+    assert "classification needs at least two" in _cli_error(*_run_args(single, tiny_image, tmp_path / "r2"))
+
+    table = tmp_path / "rows.csv"
+    table.write_text("image,label\n"
+                     f"{colours['train'] / 'red' / 'red_0.png'},red\nmissing/photo.jpg,blue\n")
+    output = _cli_error(*_run_args(table, tiny_image, tmp_path / "r3"))
+    assert f"{table}, line 3: {tmp_path / 'missing' / 'photo.jpg'}" in output
+
+    unseen = write_colour_folder(tmp_path / "unseen", 2, seed=3, classes=("red", "purple_unseen"))
+    output = _cli_error(*_run_args(colours["train"], tiny_image, tmp_path / "r4",
+                                   "--test-data", str(unseen)))
+    assert f"{unseen}: label 'purple_unseen' does not occur in the training data" in output
+    assert not (tmp_path / "r4" / "export").exists()  # refused before training
+
+
+def test_corrupt_and_non_image_files_are_named_or_skipped(tmp_path, tiny_image):
+    data = write_colour_folder(tmp_path / "data", 6, seed=4, classes=("red", "blue"))
+    corrupt = data / "red" / "broken.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    notes = data / "blue" / "notes.txt"
+    notes.write_text("not an image")
+    output = _cli_error(*_run_args(data, tiny_image, tmp_path / "r1"))
+    assert str(notes) in output and "data.skip_bad_files" in output
+    notes.unlink()
+    output = _cli_error(*_run_args(data, tiny_image, tmp_path / "r2"))
+    assert str(corrupt) in output and "cannot be decoded" in output
+
+    notes.write_text("not an image")
+    result = ftk_cli(*_run_args(data, tiny_image, tmp_path / "r3", "--set", "data.skip_bad_files=true"))
+    assert result.exit_code == 0, result.output
+    assert "Skipped 1 unreadable image(s)" in result.output
+    assert "Skipped 1 non-image file(s)" in result.output
+
+
+def test_fixed_size_backbone_sets_the_size_and_refuses_another(tmp_path):
+    from ftk import testing
+    from ftk.hub.resolve import resolve_backbone
+    from ftk.images import image_size
+
+    backbone = resolve_backbone(testing.tiny_image_backbone(tmp_path / "fixed", image_size=48), {})
+    assert backbone.kind == "image"
+    assert image_size(backbone, {"backbone": {"image_size": None}}) == 48
+    with pytest.raises(ftk.ConfigError, match="only takes 48x48 images"):
+        image_size(backbone, {"backbone": {"image_size": 64}})
+
+
+def test_text_backbone_is_refused(tmp_path, embedding, colours):
+    output = _cli_error(*_run_args(colours["train"], embedding, tmp_path / "run"))
+    assert "needs an image backbone" in output
