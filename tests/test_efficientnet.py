@@ -1,0 +1,531 @@
+"""EfficientNet-Lite: reading .pth files safely, converting, the real preset."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ftk.errors import FtkError
+from ftk.hub.efficientnet_lite import EfficientNetLiteConfig, Stage
+from ftk.hub.torch_pickle import read_torch_state_dict
+
+# --- A minimal torch.save writer: checkpoints without PyTorch ---------------
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_DTYPE_STORAGES = {"float32": "FloatStorage", "float64": "DoubleStorage",
+                   "float16": "HalfStorage", "int64": "LongStorage",
+                   # numpy has no bfloat16: tests give its raw bits as uint16.
+                   "bool": "BoolStorage", "uint16": "BFloat16Storage"}
+
+
+@dataclass
+class Global:
+    """A `module.name` reference, pickled with the GLOBAL opcode."""
+
+    module: str
+    name: str
+
+
+@dataclass
+class Call:
+    """`function(*args)`, pickled with REDUCE: what unpickling runs."""
+
+    function: Global
+    args: tuple
+
+
+@dataclass
+class Storage:
+    """A persistent-id reference to a flat storage, as torch.save writes."""
+
+    key: str
+    data: np.ndarray  # 1-D
+
+
+@dataclass
+class View:
+    """A tensor over `storage`: element offset, size and stride."""
+
+    storage: Storage
+    offset: int
+    size: tuple
+    stride: tuple
+
+
+def _ops(value: Any) -> bytes:
+    """Protocol-2 opcodes for the few value types a state dict uses."""
+    if value is None:
+        return pickle.NONE
+    if isinstance(value, bool):
+        return pickle.NEWTRUE if value else pickle.NEWFALSE
+    if isinstance(value, int):
+        return pickle.INT + b"%d\n" % value
+    if isinstance(value, str):
+        raw = value.encode("utf-8")
+        return pickle.BINUNICODE + struct.pack("<I", len(raw)) + raw
+    if isinstance(value, tuple):
+        return pickle.MARK + b"".join(_ops(v) for v in value) + pickle.TUPLE
+    if isinstance(value, list):
+        return (pickle.EMPTY_LIST + pickle.MARK + b"".join(_ops(v) for v in value)
+                + pickle.APPENDS)
+    if isinstance(value, Global):
+        return pickle.GLOBAL + f"{value.module}\n{value.name}\n".encode()
+    if isinstance(value, Call):
+        return _ops(value.function) + _ops(value.args) + pickle.REDUCE
+    if isinstance(value, Storage):
+        kind = Global("torch", _DTYPE_STORAGES[value.data.dtype.name])
+        pid = ("storage", kind, value.key, "cpu", value.data.size)
+        return _ops(pid) + pickle.BINPERSID
+    if isinstance(value, View):
+        hooks = Call(Global("collections", "OrderedDict"), ())
+        return _ops(Call(Global("torch._utils", "_rebuild_tensor_v2"),
+                         (value.storage, value.offset, value.size, value.stride,
+                          False, hooks)))
+    raise TypeError(type(value))
+
+
+def _state_pickle(entries: dict[str, Any]) -> bytes:
+    body = _ops(Call(Global("collections", "OrderedDict"),
+                     (list(entries.items()),)))
+    return pickle.PROTO + b"\x02" + body + pickle.STOP
+
+
+def _as_views(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Arrays become contiguous tensors, each over a storage of its own."""
+    views = {}
+    for index, (name, value) in enumerate(tensors.items()):
+        if isinstance(value, np.ndarray):
+            array = np.ascontiguousarray(value)
+            strides = tuple(s // max(array.itemsize, 1) for s in array.strides)
+            value = View(Storage(str(index), array.reshape(-1)), 0, array.shape,
+                         strides)
+        views[name] = value
+    return views
+
+
+def _storages(entries: dict[str, Any]) -> dict[str, Storage]:
+    found = {}
+    for value in entries.values():
+        if isinstance(value, View):
+            found[value.storage.key] = value.storage
+    return found
+
+
+def write_legacy(path: Path, tensors: dict[str, Any]) -> Path:
+    """Writes `tensors` (arrays, Views or raw Calls) as pre-1.6 torch.save."""
+    entries = _as_views(tensors)
+    storages = _storages(entries)
+    parts = [pickle.dumps(_LEGACY_MAGIC, protocol=2),
+             pickle.dumps(1001, protocol=2),
+             pickle.dumps({"protocol_version": 1001, "little_endian": True,
+                           "type_sizes": {"short": 2, "int": 4, "long": 4}},
+                          protocol=2),
+             _state_pickle(entries), pickle.dumps(list(storages), protocol=2)]
+    for storage in storages.values():
+        parts.append(struct.pack("<q", storage.data.size) + storage.data.tobytes())
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def write_zip(path: Path, tensors: dict[str, Any]) -> Path:
+    """Writes `tensors` in the zip layout of torch.save since PyTorch 1.6."""
+    entries = _as_views(tensors)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", _state_pickle(entries))
+        archive.writestr("archive/byteorder", "little")
+        for key, storage in _storages(entries).items():
+            archive.writestr(f"archive/data/{key}", storage.data.tobytes())
+        archive.writestr("archive/version", "3\n")
+    return path
+
+
+WRITERS = {"legacy": write_legacy, "zip": write_zip}
+
+# --- The restricted unpickler ----------------------------------------------
+
+
+def _shared_storage_tensors() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    shared = Storage("shared", np.arange(30, dtype=np.float64) * 0.5)
+    bf16 = Storage("bf16", np.array([0x3F80, 0xC020, 0x0000], dtype=np.uint16))
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    tensors = {
+        "conv.weight": weight,
+        "bn.num_batches_tracked": np.array(7, dtype=np.int64),
+        "half": np.array([1.5, -0.25], dtype=np.float16),
+        "mask": np.array([[True, False]]),
+        "empty": np.zeros((0, 3), dtype=np.float32),
+        # A transposed view starting at element 2 of a storage it shares.
+        "view.t": View(shared, 2, (4, 3), (1, 4)),
+        "view.rows": View(shared, 0, (3, 4), (4, 1)),
+        "bfloat16": View(bf16, 0, (3,), (1,)),
+    }
+    expected = {
+        "conv.weight": weight,
+        "bn.num_batches_tracked": np.array(7, dtype=np.int64),
+        "half": tensors["half"],
+        "mask": tensors["mask"],
+        "empty": tensors["empty"],
+        "view.t": np.array([[shared.data[2 + i + 4 * j] for j in range(3)]
+                            for i in range(4)]),
+        "view.rows": shared.data[:12].reshape(3, 4),
+        "bfloat16": np.array([1.0, -2.5, 0.0], dtype=np.float32),
+    }
+    return tensors, expected
+
+
+@pytest.mark.parametrize("layout", sorted(WRITERS))
+def test_state_dict_round_trips_exact_values(tmp_path, layout):
+    tensors, expected = _shared_storage_tensors()
+    path = WRITERS[layout](tmp_path / "model.pth", tensors)
+    loaded = read_torch_state_dict(path)
+    assert list(loaded) == list(expected)
+    for name, value in expected.items():
+        assert loaded[name].dtype == value.dtype, name
+        np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+    assert loaded["view.t"].flags.writeable
+
+
+def _malicious(marker: Path, attack: str) -> dict[str, Any]:
+    if attack == "exec":
+        payload = Call(Global("builtins", "exec"),
+                       (f"open({str(marker)!r}, 'w').close()",))
+    else:
+        payload = Call(Global("os", "system"), (f"touch '{marker}'",))
+    # A genuine tensor first, so the attack sits mid-way in the state dict.
+    return {"conv.weight": np.ones((2, 2), np.float32), "evil": payload}
+
+
+@pytest.mark.parametrize("attack", ["exec", "system"])
+@pytest.mark.parametrize("layout", sorted(WRITERS))
+def test_code_in_a_checkpoint_is_refused_not_run(tmp_path, layout, attack):
+    marker = tmp_path / "pwned"
+    path = WRITERS[layout](tmp_path / "evil.pth", _malicious(marker, attack))
+    # The payload is live: plain pickle would run it.
+    pickle.loads(_state_pickle({"evil": _malicious(marker, attack)["evil"]}))
+    assert marker.exists()
+    marker.unlink()
+
+    with pytest.raises(FtkError, match="refusing to load") as error:
+        read_torch_state_dict(path)
+    module = "builtins.exec" if attack == "exec" else "os.system"
+    assert str(path) in str(error.value) and module in str(error.value)
+    assert "only reads tensors" in str(error.value)
+    assert not marker.exists()
+
+
+def test_a_global_in_the_legacy_header_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.PROTO + b"\x02" + _ops(Call(
+        Global("builtins", "exec"), (f"open({str(marker)!r}, 'w').close()",)))
+        + pickle.STOP)
+    with pytest.raises(FtkError, match="builtins.exec"):
+        read_torch_state_dict(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "plain_zip",
+                                    "not_a_state_dict"])
+def test_unreadable_checkpoints_name_the_file(tmp_path, damage):
+    path = tmp_path / "broken.pth"
+    if damage == "garbage":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif damage == "truncated":
+        write_legacy(path, {"w": np.ones((64, 64), np.float32)})
+        path.write_bytes(path.read_bytes()[:-100])
+    elif damage == "plain_zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("readme.txt", "hello")
+    else:
+        path.write_bytes(pickle.dumps(_LEGACY_MAGIC, protocol=2)
+                         + pickle.dumps(1001, protocol=2)
+                         + pickle.dumps({"little_endian": True}, protocol=2)
+                         + pickle.dumps([1, 2, 3], protocol=2)
+                         + pickle.dumps([], protocol=2))
+    with pytest.raises(FtkError) as error:
+        read_torch_state_dict(path)
+    assert str(path) in str(error.value)
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(FtkError, match="nothing.pth"):
+        read_torch_state_dict(tmp_path / "nothing.pth")
+
+
+# --- Conversion of a tiny random EfficientNet-Lite -------------------------
+
+TINY = EfficientNetLiteConfig(
+    stages=(Stage(1, 3, 1, 8, 1), Stage(2, 3, 2, 8, 2), Stage(2, 5, 2, 16, 1),
+            Stage(2, 3, 2, 16, 1), Stage(3, 5, 2, 24, 1)),
+    stem_filters=8, head_filters=32)
+# Block index -> (input, output, expand, kernel, stride), unrolled by hand.
+TINY_BLOCKS = [(8, 8, 1, 3, 1), (8, 8, 2, 3, 2), (8, 8, 2, 3, 1),
+               (8, 16, 2, 5, 2), (16, 16, 2, 3, 2), (16, 24, 3, 5, 2)]
+
+
+def _random_lite_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
+    """TINY's weights under efficientnet_pytorch's names and layouts."""
+    rng = np.random.default_rng(seed)
+    state: dict[str, np.ndarray] = {}
+
+    def conv(name: str, shape: tuple[int, ...]) -> None:
+        fan_in = int(np.prod(shape[1:]))
+        state[f"{name}.weight"] = (rng.standard_normal(shape)
+                                   * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+    def bn(name: str, channels: int) -> None:
+        state[f"{name}.weight"] = rng.uniform(0.5, 1.5, channels).astype(np.float32)
+        state[f"{name}.bias"] = rng.uniform(-0.2, 0.2, channels).astype(np.float32)
+        state[f"{name}.running_mean"] = rng.uniform(-0.5, 0.5, channels).astype(np.float32)
+        state[f"{name}.running_var"] = rng.uniform(0.5, 2.0, channels).astype(np.float32)
+        state[f"{name}.num_batches_tracked"] = np.array(100, dtype=np.int64)
+
+    conv("_conv_stem", (8, 3, 3, 3))
+    bn("_bn0", 8)
+    for index, (fan_in, fan_out, expand, kernel, _) in enumerate(TINY_BLOCKS):
+        block, middle = f"_blocks.{index}", fan_in * expand
+        if expand != 1:
+            conv(f"{block}._expand_conv", (middle, fan_in, 1, 1))
+            bn(f"{block}._bn0", middle)
+        conv(f"{block}._depthwise_conv", (middle, 1, kernel, kernel))
+        bn(f"{block}._bn1", middle)
+        conv(f"{block}._project_conv", (fan_out, middle, 1, 1))
+        bn(f"{block}._bn2", fan_out)
+    conv("_conv_head", (32, 24, 1, 1))
+    bn("_bn1", 32)
+    state["_fc.weight"] = (rng.standard_normal((1000, 32)) * 0.1).astype(np.float32)
+    state["_fc.bias"] = (rng.standard_normal(1000) * 0.1).astype(np.float32)
+    return state
+
+
+def _reference_forward(state: dict[str, np.ndarray],
+                       images: np.ndarray) -> dict[str, np.ndarray]:
+    """The same network written directly on the PyTorch-layout weights."""
+    import tensorflow as tf
+
+    def same_pad(x, kernel: int, stride: int):
+        # TF/TFLite "same": total padding by output size, extra at the end.
+        padding = []
+        for size in x.shape[1:3]:
+            total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+            padding.append([total // 2, total - total // 2])
+        return tf.pad(x, [[0, 0], *padding, [0, 0]])
+
+    def conv(x, name: str, stride: int = 1, depthwise: bool = False):
+        weight = state[f"{name}.weight"]
+        x = same_pad(x, weight.shape[-1], stride)
+        if depthwise:
+            return tf.nn.depthwise_conv2d(
+                x, weight.transpose(2, 3, 0, 1), [1, stride, stride, 1], "VALID")
+        return tf.nn.conv2d(x, weight.transpose(2, 3, 1, 0), stride, "VALID")
+
+    def bn(x, name: str):
+        scale = state[f"{name}.weight"] / np.sqrt(state[f"{name}.running_var"] + 1e-3)
+        return (x - state[f"{name}.running_mean"]) * scale + state[f"{name}.bias"]
+
+    x = (images * 255.0 - 127.0) / 128.0
+    x = tf.nn.relu6(bn(conv(x, "_conv_stem", 2), "_bn0"))
+    outputs, stride_so_far = {}, 2
+    for index, (fan_in, fan_out, expand, _, stride) in enumerate(TINY_BLOCKS):
+        block, inputs = f"_blocks.{index}", x
+        if expand != 1:
+            x = tf.nn.relu6(bn(conv(x, f"{block}._expand_conv"), f"{block}._bn0"))
+        x = conv(x, f"{block}._depthwise_conv", stride, depthwise=True)
+        x = tf.nn.relu6(bn(x, f"{block}._bn1"))
+        x = bn(conv(x, f"{block}._project_conv"), f"{block}._bn2")
+        if stride == 1 and fan_in == fan_out:
+            x = x + inputs
+        stride_so_far *= stride
+        outputs[f"stride_{stride_so_far}"] = x
+    x = tf.nn.relu6(bn(conv(x, "_conv_head"), "_bn1"))
+    pooled = tf.reduce_mean(x, axis=[1, 2])
+    outputs["default"] = pooled
+    outputs["logits"] = pooled @ state["_fc.weight"].T + state["_fc.bias"]
+    return {k: np.asarray(v) for k, v in outputs.items()
+            if k in ("stride_8", "stride_16", "stride_32", "default", "logits")}
+
+
+@pytest.fixture(scope="module")
+def tiny_lite(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    from ftk.hub.efficientnet_convert import convert_efficientnet_lite
+
+    folder = tmp_path_factory.mktemp("tiny_lite")
+    state = _random_lite_state_dict()
+    checkpoint = write_legacy(folder / "tiny.pth", state)
+    return convert_efficientnet_lite(checkpoint, folder / "out", config=TINY), state
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_lite) -> Any:
+    """The tiny conversion loaded once, for tests that only run inference."""
+    import tensorflow_hub as hub
+
+    return hub.load(str(tiny_lite[0] / "encoder"))
+
+
+def test_converted_model_matches_a_reference_forward_pass(tiny_lite, tiny_loaded):
+    import tensorflow as tf
+
+    _, state = tiny_lite
+    model = tiny_loaded
+    rng = np.random.default_rng(1)
+    widths = {"stride_8": 16, "stride_16": 16, "stride_32": 24,
+              "default": 32, "logits": 1000}
+    # Odd sizes too: they are where "same" padding is asymmetric.
+    for height, width in [(64, 64), (96, 128), (45, 67)]:
+        images = rng.uniform(0, 1, (2, height, width, 3)).astype(np.float32)
+        outputs = model(tf.constant(images))
+        assert set(outputs) == set(widths)
+        for name, size in widths.items():
+            assert outputs[name].dtype == tf.float32
+            if name.startswith("stride_"):
+                step = int(name.split("_")[1])
+                shape = [2, -(-height // step), -(-width // step), size]
+            else:
+                shape = [2, size]
+            assert outputs[name].shape == shape, (name, height, width)
+        expected = _reference_forward(state, images)
+        for name, value in expected.items():
+            np.testing.assert_allclose(outputs[name].numpy(), value,
+                                       atol=1e-4, rtol=1e-4, err_msg=name)
+    served = model.signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(served["logits"].numpy(),
+                               outputs["logits"].numpy(), atol=1e-6)
+    assert set(served) == set(widths)
+
+
+def test_conversion_writes_manifest_labels_and_image_signature(tiny_lite, tiny_loaded):
+    from ftk.hub.resolve import infer_kind
+
+    folder, _ = tiny_lite
+    manifest = json.loads((folder / "backbone.json").read_text())
+    assert manifest["kind"] == "image" and manifest["image_size"] == 224
+    assert manifest["feature_strides"] == [8, 16, 32]
+    assert manifest["feature_channels"] == [16, 16, 24]
+    labels = (folder / manifest["labels"]).read_text().splitlines()
+    assert len(labels) == 1000
+    assert (labels[0], labels[1], labels[985]) == ("tench", "goldfish", "daisy")
+    model = tiny_loaded
+    assert model.labels_file.asset_path.numpy().decode().endswith("imagenet_labels.txt")
+    assert infer_kind(model, str(folder)) == "image"
+
+
+def test_keras_layer_trains_with_block_numbered_variables(tiny_lite):
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    from ftk.training.freezing import BLOCK_PATTERN, is_batchnorm, variable_name
+
+    folder, _ = tiny_lite
+    layer = hub.KerasLayer(str(folder / "encoder"), trainable=True)
+    images = tf.random.stateless_uniform([2, 32, 32, 3], seed=[0, 1])
+    layer(images, training=False)  # builds the layer
+    names = [variable_name(v) for v in layer.variables]
+    assert "stem/conv/kernel" in names and "logits/bias" in names
+    assert "block_3/depthwise_conv/depthwise_kernel" in names
+    blocks = {int(m.group(1)) for n in names if (m := BLOCK_PATTERN.search(n))}
+    assert blocks == set(range(len(TINY_BLOCKS)))
+    gammas = [n for n in names if n.endswith("/gamma")]
+    assert gammas and all(is_batchnorm(v) for v in layer.variables
+                          if variable_name(v) in gammas)
+    assert not any(variable_name(v).endswith("moving_mean")
+                   for v in layer.trainable_variables)
+
+    moving = {variable_name(v): v for v in layer.variables}["block_4/depthwise_bn/moving_mean"]
+    before = moving.numpy().copy()
+    frozen = layer(images, training=False)["default"]
+    np.testing.assert_array_equal(moving.numpy(), before)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(images, training=True)["default"] ** 2)
+    gradients = tape.gradient(loss, layer.trainable_variables)
+    assert all(g is not None for g in gradients)
+    assert not np.allclose(moving.numpy(), before)
+    assert frozen.shape == [2, 32]
+
+
+def test_a_mismatched_checkpoint_fails_and_leaves_nothing(tmp_path):
+    from ftk.hub.efficientnet_convert import convert_efficientnet_lite
+
+    state = _random_lite_state_dict()
+    del state["_blocks.2._bn1.running_var"]
+    checkpoint = write_legacy(tmp_path / "broken.pth", state)
+    with pytest.raises(FtkError, match=r"_blocks\.2\._bn1\.running_var"):
+        convert_efficientnet_lite(checkpoint, tmp_path / "out", config=TINY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pth"]
+
+    state = _random_lite_state_dict()
+    state["_blocks.0._se_reduce.weight"] = np.zeros((2, 8, 1, 1), np.float32)
+    checkpoint = write_legacy(tmp_path / "broken.pth", state)
+    with pytest.raises(FtkError, match="_se_reduce"):
+        convert_efficientnet_lite(checkpoint, tmp_path / "out", config=TINY)
+
+
+def test_conversion_never_replaces_a_foreign_folder(tmp_path):
+    from ftk.hub.efficientnet_convert import convert_efficientnet_lite
+
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    checkpoint = write_legacy(tmp_path / "tiny.pth", _random_lite_state_dict())
+    with pytest.raises(FtkError, match="not an earlier conversion"):
+        convert_efficientnet_lite(checkpoint, target, config=TINY)
+    assert (target / "notes.txt").read_text() == "keep me"
+
+
+# --- The real preset -------------------------------------------------------
+
+# Photos of a palace on a lake; which of these buildings the model sees varies
+# with the crop, all are right.
+BUILDINGS = {"palace", "monastery", "bell cote", "castle", "church", "mosque",
+             "dome", "stupa", "boathouse", "tile roof"}
+
+
+@pytest.fixture(scope="module")
+def lite0(lite0_home) -> Path:
+    return lite0_home / "backbones" / "efficientnet-lite0"
+
+
+def _sample_photos() -> dict[str, np.ndarray]:
+    """scikit-learn's two sample photos, centre-cropped and resized to 224."""
+    import tensorflow as tf
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images()
+    batch = {}
+    for filename, image in zip(photos.filenames, photos.images):
+        height, width, _ = image.shape
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = image[top:top + side, left:left + side].astype(np.float32) / 255.0
+        batch[Path(filename).name] = tf.image.resize(
+            square[None], [224, 224], antialias=True)[0].numpy()
+    return batch
+
+
+@pytest.mark.slow
+def test_real_lite0_recognises_sample_photos(lite0):
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    assert (lite0 / "encoder" / "saved_model.pb").exists()
+    manifest = json.loads((lite0 / "backbone.json").read_text())
+    assert manifest["kind"] == "image" and manifest["image_size"] == 224
+    labels = (lite0 / manifest["labels"]).read_text().splitlines()
+    photos = _sample_photos()
+    outputs = hub.KerasLayer(str(lite0 / "encoder"))(
+        tf.constant(np.stack(list(photos.values()))))
+    assert outputs["default"].shape == [2, 1280]
+    assert outputs["stride_32"].shape == [2, 7, 7, 320]
+    top5 = {name: [labels[i] for i in np.argsort(-row)[:5]]
+            for name, row in zip(photos, outputs["logits"].numpy())}
+    assert "daisy" in top5["flower.jpg"], top5
+    assert BUILDINGS & set(top5["china.jpg"]), top5
