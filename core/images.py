@@ -95,6 +95,8 @@ def image_size(backbone: Any, config: Mapping[str, Any]) -> int:
     in the SavedModel's call signature; else 224, the usual ImageNet size.
     """
     configured = config["backbone"]["image_size"]
+    if configured is None and backbone.metadata.get("image_size"):
+        return int(backbone.metadata["image_size"])
     fixed = _signature_size(backbone)
     if configured is not None:
         if configured < 8:
@@ -105,7 +107,7 @@ def image_size(backbone: Any, config: Mapping[str, Any]) -> int:
                 f"takes {fixed}x{fixed} images. Remove the key or set it to {fixed}."
             )
         return int(configured)
-    return int(backbone.metadata.get("image_size") or fixed or DEFAULT_IMAGE_SIZE)
+    return int(fixed or DEFAULT_IMAGE_SIZE)
 
 
 def _signature_size(backbone: Any) -> int | None:

@@ -44,14 +44,40 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def replace_dir_atomic(staging: Path, target: Path) -> None:
-    """Move a fully written folder into place, keeping the old one until then."""
+    """Move a fully written folder into place, keeping the old one until then.
+
+    A folder rename cannot overwrite a non-empty folder, so the old one steps
+    aside first, and comes back if the new one cannot be moved in.
+    """
     target = Path(target)
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         target.rename(old)
-    Path(staging).rename(target)
+    try:
+        Path(staging).rename(target)
+    except OSError:
+        if old.exists():
+            old.rename(target)
+        raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_replaceable(target: Path, marker: str) -> None:
+    """Refuse to replace a folder that is not an earlier output of ours.
+
+    `target` may be missing or empty; otherwise it must hold `marker`, the file
+    every output of this kind carries, so a user's unrelated folder is never
+    deleted.
+    """
+    target = Path(target)
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise FtkError(f"{target} exists and is not a folder; choose another output folder.")
+    if any(target.iterdir()) and not (target / marker).is_file():
+        raise FtkError(f"{target} is a non-empty folder without {marker}, so it is not an "
+                       "earlier output of this command; choose an empty or new folder.")
 
 
 def staging_dir(target: Path) -> Path:

@@ -476,7 +476,7 @@ def test_conversion_never_replaces_a_foreign_folder(tmp_path):
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
     checkpoint = write_legacy(tmp_path / "tiny.pth", _random_lite_state_dict())
-    with pytest.raises(FtkError, match="not an earlier conversion"):
+    with pytest.raises(FtkError, match="not an earlier output"):
         convert_efficientnet_lite(checkpoint, target, config=TINY)
     assert (target / "notes.txt").read_text() == "keep me"
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from ftk.hub.bert_model import (
     SUPPORTED_ACTIVATIONS, BertConfig, build_bert_encoder)
 from ftk.hub.bert_preprocessor import BertPreprocessor, save_preprocessor
 from ftk.errors import FtkError
+from ftk.rundir import check_replaceable, replace_dir_atomic, staging_dir
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "vocab.txt")
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
@@ -76,12 +75,9 @@ def convert_bert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path,
     do_lower_case = _do_lower_case(checkpoint_dir, vocab)
     weights = _load_weights(checkpoint_dir / "model.safetensors", config)
     target = output_dir.resolve()  # so that "." or ".." have a parent and name
-    _check_replaceable(target)
+    check_replaceable(target, _MANIFEST)
 
-    # Same parent, so the final rename stays on one file system; mkdir (not
-    # mkdtemp, which makes it 0700) keeps the user's umask permissions.
-    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
-    staging.mkdir(parents=True)
+    staging = staging_dir(target)
     try:
         _save_encoder(config, weights, vocab_path, do_lower_case,
                       staging / "encoder")
@@ -101,7 +97,7 @@ def convert_bert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path,
         }
         (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n",
                                          encoding="utf-8")
-        _move_into_place(staging, target)
+        replace_dir_atomic(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
@@ -285,32 +281,3 @@ def _save_encoder(config: BertConfig, weights: dict[str, np.ndarray],
         return flat
 
     tf.saved_model.save(model, str(path), signatures={"serving_default": serve})
-
-
-def _check_replaceable(output_dir: Path) -> None:
-    # Never delete a folder the user did not get from this converter.
-    if not output_dir.exists():
-        return
-    if not output_dir.is_dir():
-        raise FtkError(f"{output_dir} exists and is not a folder; choose "
-                       "another output_dir.")
-    if any(output_dir.iterdir()) and not (output_dir / _MANIFEST).is_file():
-        raise FtkError(f"{output_dir} is a non-empty folder without "
-                       f"{_MANIFEST}, so it is not an earlier conversion; "
-                       "choose an empty or new output_dir.")
-
-
-def _move_into_place(staging: Path, output_dir: Path) -> None:
-    if not output_dir.exists():
-        os.replace(staging, output_dir)
-        return
-    # A directory rename cannot overwrite a non-empty one, so swap via a
-    # backup name and restore it if the second rename fails.
-    backup = output_dir.with_name(f".{output_dir.name}.{uuid.uuid4().hex}.old")
-    os.replace(output_dir, backup)
-    try:
-        os.replace(staging, output_dir)
-    except OSError:
-        os.replace(backup, output_dir)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)

@@ -28,7 +28,7 @@ from ftk.errors import FtkError
 from ftk.hub.efficientnet_lite import (
     FEATURE_STRIDES, LITE0, EfficientNetLiteConfig, build_efficientnet_lite0)
 from ftk.hub.torch_pickle import read_torch_state_dict
-from ftk.rundir import replace_dir_atomic, staging_dir
+from ftk.rundir import check_replaceable, replace_dir_atomic, staging_dir
 
 LABELS_FILE = Path(__file__).with_name("imagenet_labels.txt")
 IMAGE_SIZE = 224
@@ -76,7 +76,7 @@ def convert_efficientnet_lite(checkpoint: str | Path, output_dir: str | Path,
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     weights = _load_weights(checkpoint, config)
     target = output_dir.resolve()  # so that "." or ".." have a parent and name
-    _check_replaceable(target)
+    check_replaceable(target, _MANIFEST)
     staging = staging_dir(target)
     try:
         _save_encoder(config, weights, staging / "encoder")
@@ -205,16 +205,3 @@ def _save_encoder(config: EfficientNetLiteConfig,
         return model(images, training=False)
 
     tf.saved_model.save(model, str(path), signatures={"serving_default": serve})
-
-
-def _check_replaceable(output_dir: Path) -> None:
-    # Never delete a folder the user did not get from this converter.
-    if not output_dir.exists():
-        return
-    if not output_dir.is_dir():
-        raise FtkError(f"{output_dir} exists and is not a folder; choose "
-                       "another output_dir.")
-    if any(output_dir.iterdir()) and not (output_dir / _MANIFEST).is_file():
-        raise FtkError(f"{output_dir} is a non-empty folder without "
-                       f"{_MANIFEST}, so it is not an earlier conversion; "
-                       "choose an empty or new output_dir.")
