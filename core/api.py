@@ -92,8 +92,7 @@ def evaluate(path: str | Path, data: str | Path, *, batch_size: int | None = Non
     if batch_size:
         settings["train"] = {**settings["train"], "batch_size": batch_size}
     examples = read_examples(predictor.task, str(data), settings)
-    return score(predictor.task, predictor, examples.inputs, examples.labels, examples.source,
-                 predictor.label_space, settings)
+    return score(predictor.task, predictor, examples, predictor.label_space, settings)
 
 
 def load(path: str | Path, *, plugins: Sequence[str] = ()) -> Any:
@@ -106,10 +105,26 @@ def load(path: str | Path, *, plugins: Sequence[str] = ()) -> Any:
     return Predictor(path, registry.task(task_name))
 
 
-def predict(path: str | Path, inputs: Sequence[str], *, plugins: Sequence[str] = ()) -> list[dict]:
-    """Predictions for literal inputs or files, as `ftk predict` prints them."""
+def predict(path: str | Path, inputs: Sequence[str], *, draw: str | Path | None = None,
+            plugins: Sequence[str] = ()) -> list[dict]:
+    """Predictions for literal inputs or files, as `ftk predict` prints them.
+
+    With `draw`, tasks that can picture a prediction (detection) also write
+    one image per input into that folder, named after the input file.
+    """
     model = load(path, plugins=plugins)
-    return model.predict(model.task.prediction_inputs(list(inputs), model.config))
+    values = model.task.prediction_inputs(list(inputs), model.config)
+    if draw is not None and model.task.draw_prediction is None:
+        raise FtkError(f"Task {model.task.name!r} cannot draw its predictions; leave out --draw.")
+    predictions = model.predict(values)
+    if draw is not None:
+        folder = Path(draw)
+        folder.mkdir(parents=True, exist_ok=True)
+        for value, prediction in zip(values, predictions):
+            target = folder / f"{Path(str(value)).stem}.png"
+            model.task.draw_prediction(value, prediction, target)
+            prediction["drawing"] = str(target)
+    return predictions
 
 
 def tasks(*, plugins: Sequence[str] = ()) -> list[dict[str, str]]:

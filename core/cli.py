@@ -94,10 +94,13 @@ def evaluate(path: str, data: str, batch_size: int | None, plugins: tuple[str, .
 @cli.command()
 @click.argument("path")
 @click.argument("inputs", nargs=-1, required=True)
+@click.option("--draw", "draw", type=click.Path(file_okay=False), default=None,
+              help="Also write each input with its predictions drawn into this folder "
+                   "(detection).")
 @PLUGIN_OPTION
-def predict(path: str, inputs: tuple[str, ...], plugins: tuple[str, ...]) -> None:
+def predict(path: str, inputs: tuple[str, ...], draw: str | None, plugins: tuple[str, ...]) -> None:
     """Predict for INPUTS (texts, files or a data file); JSON out."""
-    click.echo(json.dumps(api.predict(path, list(inputs), plugins=plugins), indent=2))
+    click.echo(json.dumps(api.predict(path, list(inputs), draw=draw, plugins=plugins), indent=2))
 
 
 @cli.command()

@@ -51,10 +51,11 @@ def load_splits(task: Task, config: Mapping[str, Any]) -> Splits:
 
 
 def split_validation(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
-    """A seeded split keeping every class in both parts (stratified)."""
+    """A seeded split keeping every class in both parts (stratified); labels
+    that are not single class names (multi-label, boxes) are split at random."""
     rng = np.random.default_rng(seed)
     labels = list(examples.labels)
-    if labels and isinstance(labels[0], (list, tuple)):
+    if labels and not isinstance(labels[0], str):  # multi-label or task records: no strata
         order = rng.permutation(len(labels))
         count = max(1, int(round(fraction * len(labels))))
         return _subset(examples, order[count:], "train"), _subset(examples, order[:count], "validation")
@@ -79,7 +80,7 @@ def split_validation(examples: Examples, fraction: float, seed: int) -> tuple[Ex
 
 def _subset(examples: Examples, ids: Any, part: str) -> Examples:
     return Examples([examples.inputs[i] for i in ids], [examples.labels[i] for i in ids],
-                    f"{examples.source} ({part} part)")
+                    f"{examples.source} ({part} part)", examples.classes)
 
 
 def check_validation_classes(validation: Examples, label_space: LabelSpace) -> None:

@@ -72,6 +72,14 @@ class Predictor:
                   for signature, batch in self._batches(inputs, batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.label_space.num_classes))
 
+    def prediction_arrays(self, inputs: Sequence[Any], batch_size: int = 64) -> dict[str, np.ndarray]:
+        """`serving_default`'s outputs for `inputs`, concatenated over batches."""
+        chunks: dict[str, list[np.ndarray]] = {}
+        for signature, batch in self._batches(inputs, batch_size):
+            for key, value in getattr(self._module, signature)(batch).items():
+                chunks.setdefault(key, []).append(value.numpy())
+        return {key: np.concatenate(values) for key, values in chunks.items()}
+
     def _batches(self, inputs: Sequence[Any], size: int) -> Iterator[tuple[str, Any]]:
         """`(signature, batch)` pairs in input order; files are read batch by batch."""
         import tensorflow as tf

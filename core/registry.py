@@ -26,6 +26,7 @@ ENTRY_POINT_GROUP = "ftk"
 BUILTIN_PLUGINS = {
     "text_classification": "ftk.plugins.text_classification",
     "image_classification": "ftk.plugins.image_classification",
+    "detection": "ftk.plugins.detection",
 }
 
 

@@ -12,7 +12,7 @@ from ftk.data import check_validation_classes, load_splits, make_dataset
 from ftk.labels import LabelSpace
 from ftk.registry import Registry
 from ftk.rundir import write_json_atomic, write_text_atomic
-from ftk.task import Task
+from ftk.task import Examples, Task, encode_targets, label_space_of
 
 
 @dataclass
@@ -81,47 +81,66 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
 
     metadata = {"task": task.name, "backbone": backbone.name, "labels": label_space.to_json(),
                 "inputs": getattr(preprocessor, "input_kind", "text"), "config": saved_config(config)}
-    export_saved_model(model, preprocessor, lambda outputs: task.postprocess(outputs, label_space, config),
+    export_saved_model(model, preprocessor, postprocessor(task, label_space, config),
                        run_dir / "export", metadata, label_space)
     evaluation = splits.test if splits.test is not None else splits.validation
     metrics: dict[str, Any] = {}
     if evaluation is not None:
         predictor = Predictor(run_dir, task)
-        metrics = score(task, predictor, evaluation.inputs, evaluation.labels, evaluation.source,
-                        label_space, config)
+        metrics = score(task, predictor, evaluation, label_space, config)
         metrics["split"] = "test" if splits.test is not None else "validation"
         write_json_atomic(run_dir / "metrics.json", metrics)
         if task.write_artifacts is not None:
             task.write_artifacts(metrics, label_space, run_dir)
+        if task.write_samples is not None:
+            task.write_samples(predictor, evaluation, run_dir)
     plot_history(history, run_dir / "plots" / "training_curves.png")
     return RunResult(run_dir, metrics, history, config)
+
+
+def postprocessor(task: Task, label_space: LabelSpace, config: Mapping[str, Any]) -> Any:
+    """`(outputs, features) -> predictions` for the export, from `task.postprocess`."""
+    import inspect
+
+    if "features" in inspect.signature(task.postprocess).parameters:
+        return lambda outputs, features: task.postprocess(outputs, label_space, config,
+                                                          features=features)
+    return lambda outputs, features: task.postprocess(outputs, label_space, config)
 
 
 def _labelled_splits(task: Task, config: Mapping[str, Any]) -> tuple[Any, LabelSpace, Any, Any]:
     """Read the splits and encode their labels, checking all of them up front."""
     splits = load_splits(task, config)
-    label_space = LabelSpace.from_labels(splits.train.labels, source=splits.train.source)
-    train_targets = label_space.encode(splits.train.labels, source=splits.train.source)
+    label_space = label_space_of(task, splits.train)
+    train_targets = encode_targets(task, splits.train, label_space)
     validation_targets = None
     if splits.validation is not None:
-        validation_targets = label_space.encode(splits.validation.labels, source=splits.validation.source)
-        check_validation_classes(splits.validation, label_space)
+        validation_targets = encode_targets(task, splits.validation, label_space)
+        if task.encode_targets is None:
+            check_validation_classes(splits.validation, label_space)
     if splits.test is not None:  # fail before training, not after it
-        label_space.encode(splits.test.labels, source=splits.test.source)
+        encode_targets(task, splits.test, label_space)
     return splits, label_space, train_targets, validation_targets
 
 
-def score(task: Task, predictor: Any, inputs: Any, labels: Any, source: str,
-          label_space: LabelSpace, config: Mapping[str, Any]) -> dict[str, Any]:
+def score(task: Task, predictor: Any, examples: Examples, label_space: LabelSpace,
+          config: Mapping[str, Any]) -> dict[str, Any]:
     """The task's whole-set metrics for one labelled data source."""
-    targets = label_space.encode(labels, source=source)
-    outputs = predictor.raw_outputs(inputs, batch_size=config["train"]["batch_size"])
+    targets = encode_targets(task, examples, label_space)
+    batch_size = config["train"]["batch_size"]
+    if task.evaluate_on == "predictions":
+        outputs = predictor.prediction_arrays(examples.inputs, batch_size=batch_size)
+    else:
+        outputs = predictor.raw_outputs(examples.inputs, batch_size=batch_size)
     return task.evaluate(targets, outputs, label_space, config)
 
 
 def class_counts(targets: Any, label_space: LabelSpace) -> Any:
+    """Training examples per class, or None for targets that are not classes."""
     import numpy as np
 
+    if getattr(targets, "ndim", 0) not in (1, 2):
+        return None
     if label_space.multi_label:
         return targets.sum(0)
     return np.bincount(targets, minlength=label_space.num_classes)

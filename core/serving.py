@@ -24,7 +24,7 @@ class ServingModule(tf.Module):
     over float32 `[B, H, W, 3]` images in [0, 1].
     """
 
-    def __init__(self, model: Any, preprocessor: Any, postprocess: Callable[[Any], dict]):
+    def __init__(self, model: Any, preprocessor: Any, postprocess: Callable[[Any, Any], dict]):
         super().__init__(name="ftk_serving")
         # Track the backbone's own SavedModel object and the head's variables,
         # not the Keras model: saving a Keras object re-traces every layer's
@@ -54,13 +54,13 @@ class ServingModule(tf.Module):
         return {name: getattr(self, attr) for name, attr in names.items() if hasattr(self, attr)}
 
     def _serve(self, features: Any) -> dict[str, tf.Tensor]:
-        return self._postprocess(self._model_call(features))
+        return self._postprocess(self._model_call(features), features)
 
     def _raw_outputs(self, features: Any) -> dict[str, tf.Tensor]:
         return {"outputs": self._model_call(features)}
 
 
-def export_saved_model(model: Any, preprocessor: Any, postprocess: Callable[[Any], dict],
+def export_saved_model(model: Any, preprocessor: Any, postprocess: Callable[[Any, Any], dict],
                        target: Path, metadata: Mapping[str, Any], label_space: LabelSpace) -> Path:
     """Write the serving SavedModel plus `ftk.json` and `labels.txt`, atomically."""
     module = ServingModule(model, preprocessor, postprocess)

@@ -16,11 +16,14 @@ class Examples:
         labels: one label per example: a class name, or a list of class names
             for multi-label data.
         source: where they came from, for error messages.
+        classes: every class the source declares, in order, when it declares
+            them (COCO categories); None to take the classes seen in labels.
     """
 
     inputs: Sequence[Any]
     labels: Sequence[Any]
     source: str = ""
+    classes: Sequence[str] | None = None
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -56,7 +59,9 @@ class Task:
         evaluate: `(targets, outputs, label_space, config) -> dict` computing the
             final metrics over a whole evaluation set (numpy arrays in and out).
         postprocess: `(outputs, label_space, config) -> dict of tensors`, turning
-            model outputs into predictions inside the exported model.
+            model outputs into predictions inside the exported model. If it
+            takes a `features` keyword it also gets the preprocessed inputs
+            (e.g. the original image sizes, to scale boxes back).
         config: the task's config keys with their defaults, as nested dicts.
         config_types: types of task keys whose default is None, by dotted path.
         config_choices: allowed values of task keys, by dotted path.
@@ -68,6 +73,20 @@ class Task:
             reports (tables, plots) after the final evaluation.
         demo_data: `(folder) -> {"train": path, "validation": path, "test": path}`
             writing or locating built-in demo data for the quickstart.
+        build_label_space: `(examples) -> LabelSpace` from the training
+            examples; by default the sorted class names seen in their labels.
+        encode_targets: `(labels, label_space, source) -> targets`, an array
+            with one row per example that training, the loss and `evaluate`
+            see; by default class indices (multi-hot rows for multi-label).
+        evaluate_on: what `evaluate` scores: `"raw_outputs"` (the model's
+            outputs, e.g. logits) or `"predictions"` (the postprocessed outputs
+            of the export's `serving_default`, a dict of arrays, e.g. boxes
+            after non-maximum suppression).
+        write_samples: `(predictor, examples, run_dir) -> None`, called after
+            the final evaluation with the evaluated examples, e.g. to draw a
+            few predictions into `run_dir/plots`.
+        draw_prediction: `(input, prediction, path) -> None` writing a picture
+            of one prediction; enables `ftk predict --draw DIR`.
         head_name, loss_name: short descriptions for `ftk tasks`.
         description: one line for `ftk tasks`.
     """
@@ -88,6 +107,27 @@ class Task:
     prediction_inputs: Callable[..., list] = lambda values, config: list(values)
     write_artifacts: Callable[..., None] | None = None
     demo_data: Callable[..., dict] | None = None
+    build_label_space: Callable[..., Any] | None = None
+    encode_targets: Callable[..., Any] | None = None
+    evaluate_on: str = "raw_outputs"
+    write_samples: Callable[..., None] | None = None
+    draw_prediction: Callable[..., None] | None = None
     head_name: str = ""
     loss_name: str = ""
     description: str = ""
+
+
+def label_space_of(task: Task, examples: Examples) -> Any:
+    """The task's label space for its training examples."""
+    from ftk.labels import LabelSpace
+
+    if task.build_label_space is not None:
+        return task.build_label_space(examples)
+    return LabelSpace.from_labels(examples.labels, source=examples.source)
+
+
+def encode_targets(task: Task, examples: Examples, label_space: Any) -> Any:
+    """The task's training/evaluation targets for `examples`."""
+    if task.encode_targets is not None:
+        return task.encode_targets(examples.labels, label_space, examples.source)
+    return label_space.encode(examples.labels, source=examples.source)

@@ -288,12 +288,6 @@ def test_read_detection_data_picks_the_format_and_checks_the_images(tmp_path):
         annotations.read_detection_data(str(coco_path), config)
 
 
-def test_examples_pass_classes_only_where_examples_hold_them():
-    examples = annotations._examples(["a.png"], [{}], "src", ["cat"])
-    assert examples.inputs == ["a.png"] and examples.source == "src"
-    assert getattr(examples, "classes", ("cat",)) == ("cat",)
-
-
 def test_demo_images_are_reproducible_and_boxes_tight():
     for index in range(12):
         image, objects = demo.draw_example(demo.example_rng(0, index))

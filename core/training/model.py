@@ -3,7 +3,7 @@ that updates the head and only the selected backbone variables."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import tensorflow as tf
 import tf_keras as keras
@@ -38,7 +38,11 @@ class FineTuneModel(keras.Model):
         self.backbone_optimizer: keras.optimizers.Optimizer | None = None
 
     def call(self, features: Any, training: bool | None = None) -> Any:
-        outputs = self.backbone(features, training=False if self.inference_backbone else training)
+        # Image tasks may pass more than pixels (e.g. original image sizes);
+        # the backbone then takes `features["images"]`, the head everything.
+        inputs = features["images"] if isinstance(features, Mapping) and "images" in features \
+            else features
+        outputs = self.backbone(inputs, training=False if self.inference_backbone else training)
         return self.head(outputs, features, training=training)
 
     def set_backbone_training(self, variables: list[tf.Variable],

@@ -18,7 +18,6 @@ records as `ftk.Examples`, one example per image:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from dataclasses import dataclass, field
@@ -213,14 +212,5 @@ def read_detection_data(path: str, config: Mapping[str, Any]) -> ftk.Examples:
                               f"Received: data.format={form!r}")
     paths = [str(record.path) for record in records]
     keep = check_images(paths, skip_bad=bool(data.get("skip_bad_files")), source=str(source))
-    return _examples([paths[i] for i in keep], [records[i].label() for i in keep],
-                    str(source), classes)
-
-
-def _examples(inputs: list[str], labels: list[dict[str, Any]], source: str,
-             classes: Sequence[str]) -> ftk.Examples:
-    """`ftk.Examples`, passing `classes` where this ftk version's Examples holds it."""
-    names = {spec.name for spec in dataclasses.fields(ftk.Examples)}
-    if "classes" in names:
-        return ftk.Examples(inputs, labels, source, classes=tuple(classes))
-    return ftk.Examples(inputs, labels, source)
+    return ftk.Examples([paths[i] for i in keep], [records[i].label() for i in keep],
+                        str(source), classes=tuple(classes))

@@ -64,7 +64,7 @@ def demo_detection_data(folder: Path) -> dict[str, Path]:
         staging = folder.with_name(folder.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         for split_index, (split, count) in enumerate(SPLITS.items()):
-            _write_split(staging / split, split_index, count)
+            write_split(staging / split, split_index, count)
         (staging / "VERSION").write_text(VERSION + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
@@ -76,7 +76,8 @@ def example_rng(split_index: int, index: int) -> np.random.Generator:
     return np.random.default_rng([SEED, split_index, index])
 
 
-def _write_split(target: Path, split_index: int, count: int) -> None:
+def write_split(target: Path, split_index: int, count: int) -> None:
+    """Draw `count` images of split number `split_index` into `target` (COCO layout)."""
     (target / "images").mkdir(parents=True)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []

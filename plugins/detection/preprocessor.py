@@ -1,0 +1,105 @@
+"""Detection inputs: images resized to a square, with their boxes.
+
+Targets travel as one float32 array per image, `[M, 6]`: box corners in
+pixels, class id (-1 for padding rows) and an ignore flag (crowd or
+difficult boxes). Features are `{"images", "image_size"}`, the original
+height and width, which the postprocessor needs to scale boxes back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+import ftk
+from ftk.images import ImagePreprocessor, decode_image, image_size, resize
+from ftk.plugins.detection import augment
+
+
+class DetectionPreprocessor(ImagePreprocessor):
+    """Square resize; with augmentation, flip, scale jitter with crop/pad and
+    photometric jitter, moving the boxes with the pixels.
+
+    Args:
+        size: side of the model's input.
+        augmentation: the `data.augmentation` section, or None for none.
+    """
+
+    def __init__(self, size: int, augmentation: Mapping[str, Any] | None):
+        super().__init__(size)
+        self.augmentation = augmentation
+
+    def __call__(self, encoded: tf.Tensor) -> dict[str, tf.Tensor]:
+        def one(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            image = decode_image(data)
+            return resize(image, self.size), tf.cast(tf.shape(image)[:2], tf.float32)
+
+        images, sizes = tf.map_fn(one, tf.reshape(encoded, [-1]), fn_output_signature=(
+            tf.TensorSpec([self.size, self.size, 3], tf.float32), tf.TensorSpec([2], tf.float32)))
+        return {"images": images, "image_size": sizes}
+
+    def from_pixels(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        shape = tf.cast(tf.shape(images)[1:3], tf.float32)
+        return {"images": resize(images, self.size),
+                "image_size": tf.tile(shape[None], [tf.shape(images)[0], 1])}
+
+    def load_example(self, path: Any, target: Any, seed: Any, training: bool) -> tuple[dict, Any]:
+        image = decode_image(tf.io.read_file(path))
+        original = tf.cast(tf.shape(image)[:2], tf.float32)
+        boxes, classes = target[:, :4], tf.cast(target[:, 4], tf.int32)
+        ignore = target[:, 5] > 0.5
+        if training and self.augmentation is not None:
+            options = self.augmentation
+            seeds = tf.random.experimental.stateless_split(seed, 3)
+            if options["flip"] == "horizontal":
+                image, boxes = augment.random_flip(image, boxes, seeds[0])
+            image, boxes, classes, ignore = augment.random_scale_crop(
+                image, boxes, classes, ignore, self.size, seeds[1],
+                scale_range=(options["scale_min"], options["scale_max"]))
+            if options["photometric"] > 0:
+                image = augment.photometric(image, seeds[2], options["photometric"])
+        else:
+            image, boxes = augment.resize_with_boxes(image, boxes, self.size)
+        packed = tf.concat([boxes, tf.cast(classes, tf.float32)[:, None],
+                            tf.cast(ignore, tf.float32)[:, None]], axis=-1)
+        return {"images": image, "image_size": original}, packed
+
+
+def build_detection_preprocessor(backbone: Any, config: Mapping[str, Any]) -> DetectionPreprocessor:
+    if backbone.kind != "image":
+        raise ftk.FtkError(
+            f"Backbone {backbone.name!r} is a {backbone.kind} backbone; detection needs an image "
+            "backbone with feature maps (e.g. --backbone efficientnet-lite0)."
+        )
+    data = config["data"]
+    options = data["augmentation"]
+    if not 0 < options["scale_min"] <= options["scale_max"]:
+        raise ftk.ConfigError(
+            "data.augmentation.scale_min must be above 0 and at most scale_max. Received: "
+            f"scale_min={options['scale_min']}, scale_max={options['scale_max']}")
+    if not 0 <= options["photometric"] <= 1:
+        raise ftk.ConfigError("data.augmentation.photometric must be between 0 and 1. "
+                              f"Received: {options['photometric']}")
+    return DetectionPreprocessor(image_size(backbone, config), options if data["augment"] else None)
+
+
+def encode_detection_targets(labels: list[dict], label_space: ftk.LabelSpace,
+                             source: str) -> np.ndarray:
+    """Pack each image's boxes into `[M, 6]` rows, padded to the most boxes
+    of any image (at least one row, so an all-negative set still has a shape)."""
+    index = {name: i for i, name in enumerate(label_space.classes)}
+    rows = max([len(label["boxes"]) for label in labels] + [1])
+    packed = np.zeros((len(labels), rows, 6), np.float32)
+    packed[:, :, 4] = -1
+    for image, label in enumerate(labels):
+        for row, (box, name, ignore) in enumerate(zip(label["boxes"], label["classes"],
+                                                      label["ignore"])):
+            if name not in index:
+                raise ftk.DataError(
+                    f"{source}: class {name!r} is not a class of the training data "
+                    f"({', '.join(label_space.classes)}). Fix the annotation or add it to "
+                    "the training data's categories.")
+            packed[image, row] = [*box, index[name], float(ignore)]
+    return packed
