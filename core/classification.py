@@ -191,3 +191,15 @@ def write_classification_artifacts(metrics: Mapping[str, Any], label_space: Labe
 
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# The Task fields every classification plugin takes as they are:
+# `ftk.Task(name=..., read_data=..., ..., **classification.TASK_FIELDS)`.
+TASK_FIELDS: dict[str, Any] = {
+    "build_loss": build_classification_loss,
+    "build_metrics": build_classification_metrics,
+    "evaluate": evaluate_classification,
+    "postprocess": postprocess_classification,
+    "format_prediction": format_classification,
+    "write_artifacts": write_classification_artifacts,
+}

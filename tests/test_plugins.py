@@ -66,7 +66,7 @@ def fake_entry_points(monkeypatch, *pairs: tuple[str, str]) -> None:
 def test_builtin_plugin_is_registered_like_a_third_party_one():
     registry = build_registry()
     declared = {ep.value for ep in importlib.metadata.entry_points(group="ftk")}
-    for task in ("text_classification", "image_classification"):
+    for task in ("text_classification", "image_classification", "detection"):
         assert registry.plugin_of("task", task) == task
         assert registry.plugins[task].module == f"ftk.plugins.{task}"
         assert f"ftk.plugins.{task}" in declared
@@ -127,7 +127,7 @@ def test_disable_autoload_skips_entry_points_but_keeps_builtins(plugin_module, m
     name = plugin_module(SENTIMENT_PLUGIN.format(task="sentiment"))
     fake_entry_points(monkeypatch, ("sentiment_plugin", name))
     monkeypatch.setenv("FTK_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert set(build_registry().tasks) == {"text_classification", "image_classification"}
+    assert set(build_registry().tasks) == {"text_classification", "image_classification", "detection"}
 
 
 def test_autoload_flag_set_to_zero_keeps_autoload(plugin_module, monkeypatch):
@@ -171,7 +171,7 @@ def test_plugin_that_raises_while_registering_is_named(plugin_module):
 def test_unknown_task_lists_known_ones(topics):
     result = ftk_cli("run", "--task", "sentimnet", "--data", topics["train"])
     assert result.exit_code == 1
-    assert "Unknown task 'sentimnet'. Known tasks: image_classification, text_classification" in result.stderr
+    assert "Unknown task 'sentimnet'. Known tasks: detection, image_classification, text_classification" in result.stderr
 
 
 def test_ftk_plugins_prints_json():
@@ -187,6 +187,7 @@ def test_ftk_tasks_prints_a_table():
     rows = {line.split()[0]: line for line in lines[1:]}
     assert "minilm-l6" in rows["text_classification"]
     assert "efficientnet-lite0" in rows["image_classification"]
+    assert "FCOS" in rows["detection"]
 
 
 @pytest.mark.parametrize("command", [["--help"], ["tasks"], ["plugins"]])

@@ -23,7 +23,7 @@ CONFIG = merged(images.IMAGE_CONFIG, {
              "max_detections": 100},
     "loss": {"box_weight": 1.0, "centerness_weight": 1.0, "focal_alpha": 0.25,
              "focal_gamma": 2.0},
-    "train": {"epochs": 20, "batch_size": 16, "learning_rate": 2e-3, "warmup_ratio": 0.05},
+    "train": {"epochs": 15, "batch_size": 16, "learning_rate": 2e-3, "warmup_ratio": 0.05},
 })
 
 

@@ -12,12 +12,13 @@ exactly tight, and shapes never touch, so no box hides part of another shape.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from ftk import shapes
 
 CLASSES = ("circle", "square", "triangle")
 SPLITS = {"train": 300, "validation": 60, "test": 60}  # images per split
@@ -108,14 +109,11 @@ def write_split(target: Path, split_index: int, count: int) -> None:
 
 def draw_example(rng: np.random.Generator) -> tuple[Any, list[DrawnObject]]:
     """One `SIZE` x `SIZE` RGB image with 1 to `MAX_OBJECTS` shapes, and the shapes."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
-    background = _background(rng)
+    background = shapes.background(rng, SIZE)
     image = Image.fromarray(background)
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.integers(3, 9)):  # clutter: thin lines the model must learn to ignore
-        ends = rng.integers(0, SIZE, 4).tolist()
-        draw.line(ends, fill=_colour(rng), width=int(rng.integers(1, 3)))
+    shapes.clutter(image, rng, (3, 9))  # thin lines the model must learn to ignore
     occupied = np.zeros((SIZE, SIZE), bool)
     objects: list[DrawnObject] = []
     for _ in range(rng.integers(1, MAX_OBJECTS + 1)):
@@ -124,7 +122,7 @@ def draw_example(rng: np.random.Generator) -> tuple[Any, list[DrawnObject]]:
             continue
         name, mask = placed
         pixels = np.asarray(mask) > 0
-        colour = _contrasting(rng, background[pixels].mean(0))
+        colour = shapes.contrasting(rng, background[pixels].mean(0))
         image.paste(colour, mask=mask)
         # A margin of two pixels keeps neighbouring shapes from touching.
         occupied |= _grow(pixels, 2)
@@ -147,7 +145,7 @@ def _place_shape(rng: np.random.Generator, occupied: np.ndarray,
         if name == "circle":
             draw.ellipse([*(centre - radius), *(centre + radius)], fill=255)
         else:
-            draw.polygon(_polygon(centre, radius, 4 if name == "square" else 3, rng), fill=255)
+            draw.polygon(shapes.polygon(centre, radius, 4 if name == "square" else 3, rng), fill=255)
         box = mask.getbbox()
         if box is None or (np.asarray(mask) > 0)[occupied].any():
             continue
@@ -176,42 +174,3 @@ def _grow(pixels: np.ndarray, margin: int) -> np.ndarray:
     for shift in range(2 * margin + 1):
         grown |= rows[shift:shift + SIZE]
     return grown
-
-
-def _background(rng: np.random.Generator) -> np.ndarray:
-    """A gradient between two random colours at a random angle, plus grain.
-
-    The grain is one noise value per pixel shared by the three channels (like
-    a camera's luminance noise): it clutters as much as colour noise, but PNG
-    stores it in about half the bytes.
-    """
-    low, high = rng.uniform(0, 255, (2, 3)).astype(np.float32)
-    angle = rng.uniform(0, 2 * math.pi)
-    steps = np.linspace(0, 1, SIZE, dtype=np.float32)
-    ramp = math.cos(angle) * steps[None, :] + math.sin(angle) * steps[:, None]
-    ramp = (ramp - ramp.min()) / (ramp.max() - ramp.min())
-    pixels = low + ramp[..., None] * (high - low)
-    pixels += 12 * rng.standard_normal((SIZE, SIZE, 1), dtype=np.float32)
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    red, green, blue = (int(value) for value in rng.integers(0, 256, 3))
-    return red, green, blue
-
-
-def _contrasting(rng: np.random.Generator, reference: np.ndarray) -> tuple[int, int, int]:
-    """A random colour far from `reference`, the background the shape covers."""
-    while True:
-        colour = _colour(rng)
-        if np.linalg.norm(np.asarray(colour) - reference) > 150:
-            return colour
-
-
-def _polygon(centre: np.ndarray, radius: float, corners: int,
-             rng: np.random.Generator) -> list[tuple[float, float]]:
-    """A regular polygon with `corners` vertices on a circle, at a random rotation."""
-    rotation = rng.uniform(0, 2 * math.pi)
-    return [(float(centre[0] + radius * math.cos(rotation + 2 * math.pi * k / corners)),
-             float(centre[1] + radius * math.sin(rotation + 2 * math.pi * k / corners)))
-            for k in range(corners)]

@@ -32,6 +32,10 @@ GUTTER = 4  # pixels between and around the cells of a sample grid
 BACKGROUND = (40, 40, 40)
 
 
+# Pictures show only confident detections: the long tail kept for mAP (down to
+# head.score_threshold) would bury them under labels.
+MIN_DRAW_SCORE = 0.3
+
 def class_colour(name: str, colour_by: Sequence[str] | None = None) -> tuple[int, int, int]:
     """The palette colour of class `name`.
 
@@ -232,7 +236,7 @@ def _sample_cell(image_path: Path, prediction: Mapping[str, Any], truth: Mapping
     scale = cell_size / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     image = image.resize(size, Image.Resampling.BILINEAR)
-    detections = prediction.get("detections", [])
+    detections = confident(prediction)
     ignore = truth.get("ignore") or [False] * len(truth.get("classes", []))
     drawn = draw_detections(
         image,
@@ -251,12 +255,17 @@ def _sample_cell(image_path: Path, prediction: Mapping[str, Any], truth: Mapping
 
 def save_prediction_drawing(image_path: str | Path, prediction: Mapping[str, Any],
                             path: Path) -> None:
-    """Write one input image with its predicted boxes drawn, as a PNG (`--draw`)."""
+    """Write one input image with its confident boxes drawn, as a PNG (`--draw`)."""
     with Image.open(image_path) as opened:
         image = opened.convert("RGB")
-    detections = prediction.get("detections", [])
+    detections = confident(prediction)
     drawn = draw_detections(image, [d["box"] for d in detections],
                             [d["label"] for d in detections], [d["score"] for d in detections])
     buffer = io.BytesIO()
     drawn.save(buffer, format="PNG")
     write_bytes_atomic(Path(path), buffer.getvalue())
+
+
+def confident(prediction: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The detections worth drawing: those scoring at least `MIN_DRAW_SCORE`."""
+    return [d for d in prediction.get("detections", []) if d["score"] >= MIN_DRAW_SCORE]

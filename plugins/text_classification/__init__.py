@@ -64,13 +64,7 @@ TASK = ftk.Task(
     read_data=_read,
     build_preprocessor=_preprocessor,
     build_head=_head,
-    build_loss=classification.build_classification_loss,
-    build_metrics=classification.build_classification_metrics,
-    evaluate=classification.evaluate_classification,
-    postprocess=classification.postprocess_classification,
-    format_prediction=classification.format_classification,
     prediction_inputs=_prediction_inputs,
-    write_artifacts=classification.write_classification_artifacts,
     config=CONFIG,
     config_types=classification.CLASSIFICATION_TYPES,
     config_choices={**classification.CLASSIFICATION_CHOICES,
@@ -79,6 +73,7 @@ TASK = ftk.Task(
     demo_data=_demo_data,
     head_name="pooling + dropout + dense",
     loss_name="cross-entropy (label smoothing, class weights)",
+    **classification.TASK_FIELDS,
 )
 
 MINILM = ftk.Backbone(
