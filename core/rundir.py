@@ -8,7 +8,8 @@ import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from ftk.errors import FtkError
 
@@ -61,6 +62,31 @@ def replace_dir_atomic(staging: Path, target: Path) -> None:
             old.rename(target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def building_dir(target: str | Path, marker: str) -> Iterator[Path]:
+    """Build a folder beside `target`; it replaces `target` when the block ends
+    without error, and vanishes when it raises.
+
+    `target` may only be missing, empty, or an earlier output holding `marker`
+    (see `check_replaceable`).
+
+    Example:
+        ```python
+        with building_dir(output_dir, "backbone.json") as staging:
+            write_model(staging / "encoder")
+            (staging / "backbone.json").write_text("{}")
+        ```
+    """
+    target = Path(target).resolve()  # so that "." or ".." have a parent and name
+    check_replaceable(target, marker)
+    staging = staging_dir(target)
+    try:
+        yield staging
+        replace_dir_atomic(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_replaceable(target: Path, marker: str) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import ftk
 from helpers import ftk_cli, json_out
 
 METRICS = {"map", "map50", "map75", "map_small", "map_medium", "map_large", "per_class_ap"}
@@ -126,3 +127,20 @@ def test_postprocess_scales_boxes_to_each_image_and_suppresses_duplicates():
     np.testing.assert_allclose(result["boxes"][0, 0], [64, 0, 160, 48], atol=1e-3)
     assert result["labels"].numpy()[0].tolist()[:2] == [b"b", b""]
     assert result["class_ids"].numpy()[0, :2].tolist() == [1, -1]
+
+
+def test_load_predicts_paths_and_arrays_in_their_own_pixels(detector, shapes):
+    model = ftk.load(detector)
+    path = shapes["test"].parent / "images" / "0002.png"
+    wide = np.asarray(Image.open(path).convert("RGB").resize((512, 128)))
+    by_path, by_array = model.predict([str(path), wide])
+    assert by_path["count"] == len(by_path["detections"])
+    for detection in by_array["detections"]:  # boxes follow the 512 x 128 array
+        x_min, y_min, x_max, y_max = detection["box"]
+        assert 0 <= x_min <= x_max <= 512 and 0 <= y_min <= y_max <= 128
+    if by_path["detections"] and by_array["detections"]:
+        best_path, best_array = by_path["detections"][0], by_array["detections"][0]
+        if best_path["label"] == best_array["label"]:
+            # The same object, stretched: x doubles, y halves.
+            assert best_array["box"][0] == pytest.approx(2 * best_path["box"][0], abs=12)
+            assert best_array["box"][1] == pytest.approx(best_path["box"][1] / 2, abs=6)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from ftk.hub.bert_model import (
     SUPPORTED_ACTIVATIONS, BertConfig, build_bert_encoder)
 from ftk.hub.bert_preprocessor import BertPreprocessor, save_preprocessor
 from ftk.errors import FtkError
-from ftk.rundir import check_replaceable, replace_dir_atomic, staging_dir
+from ftk.rundir import building_dir
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "vocab.txt")
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
@@ -74,11 +73,7 @@ def convert_bert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path,
     vocab = _read_vocab(vocab_path, config)
     do_lower_case = _do_lower_case(checkpoint_dir, vocab)
     weights = _load_weights(checkpoint_dir / "model.safetensors", config)
-    target = output_dir.resolve()  # so that "." or ".." have a parent and name
-    check_replaceable(target, _MANIFEST)
-
-    staging = staging_dir(target)
-    try:
+    with building_dir(output_dir, _MANIFEST) as staging:
         _save_encoder(config, weights, vocab_path, do_lower_case,
                       staging / "encoder")
         save_preprocessor(BertPreprocessor(
@@ -97,9 +92,6 @@ def convert_bert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path,
         }
         (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n",
                                          encoding="utf-8")
-        replace_dir_atomic(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output_dir
 
 

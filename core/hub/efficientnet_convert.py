@@ -18,7 +18,6 @@ maps for detection necks) and `logits` (ImageNet classes, named in the
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from ftk.errors import FtkError
 from ftk.hub.efficientnet_lite import (
     FEATURE_STRIDES, LITE0, EfficientNetLiteConfig, build_efficientnet_lite0)
 from ftk.hub.torch_pickle import read_torch_state_dict
-from ftk.rundir import check_replaceable, replace_dir_atomic, staging_dir
+from ftk.rundir import building_dir
 
 LABELS_FILE = Path(__file__).with_name("imagenet_labels.txt")
 IMAGE_SIZE = 224
@@ -75,10 +74,7 @@ def convert_efficientnet_lite(checkpoint: str | Path, output_dir: str | Path,
     """
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     weights = _load_weights(checkpoint, config)
-    target = output_dir.resolve()  # so that "." or ".." have a parent and name
-    check_replaceable(target, _MANIFEST)
-    staging = staging_dir(target)
-    try:
+    with building_dir(output_dir, _MANIFEST) as staging:
         _save_encoder(config, weights, staging / "encoder")
         features = config.feature_blocks()
         manifest = {
@@ -96,9 +92,6 @@ def convert_efficientnet_lite(checkpoint: str | Path, output_dir: str | Path,
         }
         (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n",
                                          encoding="utf-8")
-        replace_dir_atomic(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output_dir
 
 
