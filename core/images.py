@@ -80,6 +80,17 @@ def check_images(paths: Sequence[str], *, skip_bad: bool, source: str) -> list[i
     return [i for i in range(len(paths)) if i in readable]
 
 
+def image_paths(value: str) -> list[str]:
+    """What `ftk predict` means by one argument of an image task: an image
+    file, or a folder whose images (searched recursively, sorted) are taken."""
+    path = Path(value)
+    if path.is_dir():
+        return [str(p) for p in sorted(path.rglob("*")) if p.is_file() and is_image_file(p)]
+    if path.is_file():
+        return [str(path)]
+    raise DataError(f"{value} is not an image file or a folder of images.")
+
+
 def read_image_bytes(path: str | Path) -> bytes:
     """A file's encoded bytes, with an error naming it when it is missing."""
     path = Path(path)

@@ -90,9 +90,7 @@ def _format(row: Mapping[str, Any], label_space: ftk.LabelSpace) -> dict:
 
 
 def _prediction_inputs(values: list[str], config: Mapping[str, Any]) -> list[str]:
-    from ftk.plugins.image_classification import reader
-
-    return reader.prediction_inputs(values, config)
+    return [path for value in values for path in images.image_paths(value)]
 
 
 def _write_samples(predictor: Any, examples: ftk.Examples, run_dir: Path) -> None:

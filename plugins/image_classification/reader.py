@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import ftk
-from ftk.images import IMAGE_SUFFIXES, check_images, is_image_file
+from ftk.images import IMAGE_SUFFIXES, check_images, image_paths, is_image_file
 
 # Files that operating systems drop into folders; never data.
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
@@ -108,12 +108,8 @@ def prediction_inputs(values: list[str], config: Mapping[str, Any]) -> list[str]
     paths: list[str] = []
     for value in values:
         path = Path(value)
-        if path.is_dir():
-            paths += [str(p) for p in sorted(path.rglob("*")) if p.is_file() and is_image_file(p)]
-        elif path.suffix.lower() == ".csv" and path.is_file():
+        if path.suffix.lower() == ".csv" and path.is_file():
             paths += _read_csv(path, {**config["data"], "skip_bad_files": False}, labelled=False)[0]
-        elif path.is_file():
-            paths.append(str(path))
         else:
-            raise ftk.DataError(f"{value} is not an image file, a folder or a CSV file.")
+            paths += image_paths(value)
     return paths
