@@ -48,6 +48,10 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "early_stopping_patience": None,
         "monitor": "val_loss",
         "seed": 42,
+        "cache_features": "auto",
+        "cache_memory_mb": 2048,
+        "jit_compile": False,
+        "mixed_precision": None,
     },
     "output_dir": None,
 }
@@ -60,12 +64,17 @@ ENGINE_TYPES: dict[str, Any] = {
     "backbone.preprocessor": str,
     "backbone.trainable_blocks": int,
     "train.early_stopping_patience": int,
+    "train.cache_features": (str, bool),
+    "train.cache_memory_mb": float,
+    "train.mixed_precision": str,
     "output_dir": str,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("adamw", "adam", "sgd"),
     "train.schedule": ("cosine", "constant"),
+    "train.cache_features": ("auto", True, False),
+    "train.mixed_precision": ("mixed_float16", "mixed_bfloat16"),
 }
 
 
@@ -219,7 +228,7 @@ class _Schema:
         if choices and value is not None and value not in choices:
             raise ConfigError(
                 f"Config key {dotted!r} in {source} must be one of "
-                f"{', '.join(choices)}. Received: {value!r}"
+                f"{', '.join(map(_show, choices))}. Received: {value!r}"
             )
 
     def _is_section(self, dotted: str) -> bool:
@@ -261,6 +270,11 @@ def _is_instance(value: Any, expected: Any) -> bool:
         if isinstance(value, option):
             return True
     return False
+
+
+def _show(choice: Any) -> str:
+    """A choice as it is written in YAML (`true`, not `True`)."""
+    return str(choice).lower() if isinstance(choice, bool) else str(choice)
 
 
 def _type_name(expected: Any) -> str:

@@ -148,6 +148,12 @@ class ImagePreprocessor:
     def __init__(self, size: int):
         self.size = size
 
+    @property
+    def augments(self) -> bool:
+        """Whether training inputs differ from epoch to epoch (train-time
+        augmentation); when they do not, a frozen backbone's outputs are cached."""
+        return getattr(self, "augmentation", None) is not None
+
     def __call__(self, encoded: Any) -> Any:
         import tensorflow as tf
 

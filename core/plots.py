@@ -29,7 +29,7 @@ def _save(fig, path: Path) -> None:
 def plot_history(history: dict[str, list[float]], path: Path) -> None:
     """One panel per metric, train and validation curves together."""
     plt = _figure()
-    names = [k for k in history if not k.startswith("val_") and k not in ("epoch", "lr")]
+    names = [k for k in history if not k.startswith("val_") and k not in ("epoch", "lr", "epoch_seconds")]
     if not names:
         return
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)

@@ -41,7 +41,8 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
     from ftk.serving import export_saved_model
     from ftk.plots import plot_history
     from ftk.predictor import Predictor
-    from ftk.training.model import FineTuneModel
+    from ftk.training.feature_cache import FeatureCache
+    from ftk.training.model import FineTuneModel, precision_policy
     from ftk.training.trainer import check_monitor, train
 
     # Keras's per-batch timing and config-serialisation warnings are noise here.
@@ -58,10 +59,16 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
         preprocessor = task.build_preprocessor(backbone, label_space, config)
-        head = task.build_head(backbone, label_space, config)
+        with precision_policy(config["train"]["mixed_precision"]):
+            head = task.build_head(backbone, label_space, config)
         model = FineTuneModel(backbone.keras_layer(trainable=True), head, name="ftk_model",
                               freeze_batchnorm=config["backbone"]["freeze_batchnorm"])
         loss = task.build_loss(label_space, config, class_counts(train_targets, label_space))
+    feature_cache = FeatureCache(
+        model, preprocessor, (splits.train.inputs, train_targets),
+        None if validation_targets is None else (splits.validation.inputs, validation_targets),
+        setting=config["train"]["cache_features"], batch_size=batch_size, seed=seed,
+        memory_mb=config["train"]["cache_memory_mb"], folder=run_dir / "cache")
     if splits.validation is not None:
         check_monitor(config["train"]["monitor"], task.build_metrics(label_space, config), True)
     # Written once the config has proved buildable, so a bad value needs no --overwrite.
@@ -71,13 +78,19 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
                               training=True, shuffle=True, seed=seed)
     validation_data = None if validation_targets is None else make_dataset(
         splits.validation.inputs, validation_targets, preprocessor, batch_size)
-    model(next(iter(train_data))[0])  # build the head before optimisers and checkpoints
+    # Build the head before optimisers and checkpoints, from an unshuffled batch:
+    # iterating `train_data` would move its shuffling on by an epoch.
+    model(next(iter(make_dataset(splits.train.inputs, train_targets, preprocessor, batch_size)))[0])
     steps = -(-len(splits.train) // batch_size)
     print(f"Training {task.name} on {len(splits.train)} examples ({label_space.num_classes} "
           f"classes) with backbone {backbone.name} ...")
-    history = train(model, train_data, validation_data, loss=loss,
-                    metrics_factory=lambda: task.build_metrics(label_space, config),
-                    config=config, run_dir=run_dir, steps_per_epoch=steps, resume=resume)
+    try:
+        history = train(model, train_data, validation_data, loss=loss,
+                        metrics_factory=lambda: task.build_metrics(label_space, config),
+                        config=config, run_dir=run_dir, steps_per_epoch=steps, resume=resume,
+                        feature_cache=feature_cache)
+    finally:
+        feature_cache.remove()
 
     metadata = {"task": task.name, "backbone": backbone.name, "labels": label_space.to_json(),
                 "inputs": getattr(preprocessor, "input_kind", "text"), "config": saved_config(config)}

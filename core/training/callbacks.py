@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ class RunCheckpointer(keras.callbacks.Callback):
     holding the epoch count and best value that `--resume` reads back.
 
     It also writes `history.csv`, just before `last`, so the history never
-    holds an epoch that resuming would train again.
+    holds an epoch that resuming would train again. Its `epoch_seconds` is the
+    wall time from the end of the previous epoch's checkpoint (or the start of
+    the phase) to the end of this epoch, validation included.
     """
 
     def __init__(self, checkpoint: tf.train.Checkpoint, folder: Path, monitor: str,
@@ -58,8 +61,14 @@ class RunCheckpointer(keras.callbacks.Callback):
         self.lower_is_better = "loss" in monitor
         self.history_path = Path(history_path)
         self.rows = [row for row in read_history_rows(self.history_path) if int(row["epoch"]) < done]
+        self._since: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        if self._since is None:
+            self._since = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        seconds = time.perf_counter() - (self._since or time.perf_counter())
         if self.guard.where is not None:
             return  # never checkpoint weights that produced a non-finite loss
         value = (logs or {}).get(self.monitor)
@@ -68,11 +77,13 @@ class RunCheckpointer(keras.callbacks.Callback):
         if improved:
             self.best = float(value)
         state = {"epoch": epoch + 1, "phase": self.phase, "monitor": self.monitor, "best": self.best}
-        self.rows.append({"epoch": str(epoch), **{k: repr(float(v)) for k, v in (logs or {}).items()}})
+        self.rows.append({"epoch": str(epoch), **{k: repr(float(v)) for k, v in (logs or {}).items()},
+                          "epoch_seconds": f"{seconds:.3f}"})
         _write_rows(self.history_path, self.rows)
         self._write("last", state)
         if improved:
             self._write("best", state)
+        self._since = time.perf_counter()
 
     def _write(self, name: str, state: dict[str, Any]) -> None:
         target = self.folder / name

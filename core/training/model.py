@@ -3,10 +3,46 @@ that updates the head and only the selected backbone variables."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+from typing import Any, Iterator, Mapping
 
 import tensorflow as tf
 import tf_keras as keras
+
+# Keys of a batch that carries cached backbone outputs instead of inputs
+# (see ftk.training.feature_cache); the model then runs the head alone.
+BACKBONE_OUTPUTS = "ftk_backbone_outputs"
+HEAD_FEATURES = "ftk_head_features"
+
+
+@contextlib.contextmanager
+def precision_policy(name: str | None) -> Iterator[None]:
+    """Build layers under a Keras mixed-precision policy (`mixed_float16` or
+    `mixed_bfloat16`), restoring the previous policy after.
+
+    Only the head is built under it: a Hub backbone is a SavedModel traced in
+    float32, and task heads keep their output layer in float32.
+    """
+    if name is None:
+        yield
+        return
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def backbone_inputs(features: Any) -> Any:
+    """What the backbone takes from a batch's features.
+
+    Image tasks may pass more than pixels (e.g. original image sizes); the
+    backbone then takes `features["images"]`, the head everything.
+    """
+    if isinstance(features, Mapping) and "images" in features:
+        return features["images"]
+    return features
 
 
 class FineTuneModel(keras.Model):
@@ -38,11 +74,11 @@ class FineTuneModel(keras.Model):
         self.backbone_optimizer: keras.optimizers.Optimizer | None = None
 
     def call(self, features: Any, training: bool | None = None) -> Any:
-        # Image tasks may pass more than pixels (e.g. original image sizes);
-        # the backbone then takes `features["images"]`, the head everything.
-        inputs = features["images"] if isinstance(features, Mapping) and "images" in features \
-            else features
-        outputs = self.backbone(inputs, training=False if self.inference_backbone else training)
+        if isinstance(features, Mapping) and BACKBONE_OUTPUTS in features:
+            return self.head(features[BACKBONE_OUTPUTS], features.get(HEAD_FEATURES),
+                             training=training)
+        outputs = self.backbone(backbone_inputs(features),
+                                training=False if self.inference_backbone else training)
         return self.head(outputs, features, training=training)
 
     def set_backbone_training(self, variables: list[tf.Variable],
@@ -55,13 +91,43 @@ class FineTuneModel(keras.Model):
     def train_step(self, data: Any) -> dict[str, Any]:
         features, targets, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         head_variables = self.head.trainable_variables
+        scaling = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             predictions = self(features, training=True)
             loss = self.compute_loss(features, targets, predictions, sample_weight)
+            if scaling:
+                loss = self.optimizer.get_scaled_loss(loss)
         gradients = tape.gradient(loss, head_variables + self.backbone_train_variables)
+        if scaling:
+            gradients = self.optimizer.get_unscaled_gradients(gradients)
+            if self.backbone_train_variables:
+                gradients = _poisoned_unless_finite(gradients)
         split = len(head_variables)
         self.optimizer.apply_gradients(zip(gradients[:split], head_variables))
         if self.backbone_train_variables:
             self.backbone_optimizer.apply_gradients(
                 zip(gradients[split:], self.backbone_train_variables))
         return self.compute_metrics(features, targets, predictions, sample_weight)
+
+
+def _poisoned_unless_finite(gradients: list) -> list:
+    """All gradients NaN when any is not finite.
+
+    Under float16 loss scaling both optimisers are loss-scale optimisers that
+    skip a step with non-finite gradients and lower their scale. An overflow
+    may show in the backbone's gradients only; marking every gradient lets both
+    skip the same steps, so their scales stay equal and the step is all or none.
+    """
+    present = [g for g in gradients if g is not None]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g))) for g in present])
+
+    def poison(values: tf.Tensor) -> tf.Tensor:
+        return tf.where(finite, values, tf.fill(tf.shape(values), tf.constant(float("nan"), values.dtype)))
+
+    return [g if g is None else
+            tf.IndexedSlices(poison(g.values), g.indices, g.dense_shape)
+            if isinstance(g, tf.IndexedSlices) else poison(g) for g in gradients]
+
+
+def _values(gradient: Any) -> tf.Tensor:
+    return gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient

@@ -17,6 +17,7 @@ from ftk.training.callbacks import (
     read_history_rows,
     read_state,
 )
+from ftk.training.feature_cache import FeatureCache
 from ftk.training.freezing import select_trainable
 from ftk.training.model import FineTuneModel
 from ftk.training.optim import build_optimizer
@@ -51,8 +52,12 @@ def plan_phases(config: Mapping[str, Any]) -> list[Phase]:
 
 def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: Any,
           metrics_factory: Any, config: Mapping[str, Any], run_dir: Path,
-          steps_per_epoch: int, resume: bool) -> dict[str, list[float]]:
+          steps_per_epoch: int, resume: bool,
+          feature_cache: FeatureCache | None = None) -> dict[str, list[float]]:
     """Fit `model` through every phase; returns the per-epoch history.
+
+    A phase with a frozen backbone trains on `feature_cache`'s datasets when
+    `train.cache_features` allows it (the log says which, and why).
 
     Raises:
         FtkError: the loss became NaN or Inf.
@@ -68,6 +73,12 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
         if phase.end <= done:
             continue
         chosen = backbone_variables if phase.train_backbone else []
+        data = (train_data, validation_data)
+        if feature_cache is not None:
+            cached, reason = feature_cache.plan(phase.train_backbone, phase.end - max(done, phase.start))
+            print(f"Feature cache {'on' if cached else 'off'}: {reason}.")
+            if cached:
+                data = feature_cache.datasets()
         checkpoint = _compile_phase(model, phase, chosen, loss, metrics_factory, train_config,
                                     steps_per_epoch * (phase.end - phase.start))
         if state is not None:
@@ -80,8 +91,8 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
         checkpointer = RunCheckpointer(checkpoint, folder, monitor, index, guard,
                                        run_dir / "history.csv", done, best)
         model.fit(
-            train_data,
-            validation_data=validation_data,
+            data[0],
+            validation_data=data[1],
             initial_epoch=max(done, phase.start),
             epochs=phase.end,
             callbacks=_callbacks(guard, checkpointer, monitor, train_config, run_dir),
@@ -109,10 +120,13 @@ def _compile_phase(model: FineTuneModel, phase: Phase, chosen: list, loss: Any,
                    steps: int) -> tf.train.Checkpoint:
     """Recompile for one phase (Keras re-traces on a change of trainable state)
     and return the checkpoint holding the model and this phase's optimisers."""
-    head_optimizer = build_optimizer(train_config, phase.head_learning_rate, steps, "head_optimizer")
-    model.compile(optimizer=head_optimizer, loss=loss, metrics=metrics_factory())
-    backbone_optimizer = build_optimizer(
-        train_config, phase.backbone_learning_rate, steps, "backbone_optimizer") if chosen else None
+    head_optimizer = _scaled(build_optimizer(train_config, phase.head_learning_rate, steps,
+                                             "head_optimizer"), train_config)
+    model.compile(optimizer=head_optimizer, loss=loss, metrics=metrics_factory(),
+                  jit_compile=train_config["jit_compile"])
+    backbone_optimizer = _scaled(build_optimizer(
+        train_config, phase.backbone_learning_rate, steps, "backbone_optimizer"),
+        train_config) if chosen else None
     model.set_backbone_training(chosen, backbone_optimizer)
     # Built now so that a checkpoint restores their slots instead of deferring.
     head_optimizer.build(model.head.trainable_variables)
@@ -121,6 +135,13 @@ def _compile_phase(model: FineTuneModel, phase: Phase, chosen: list, loss: Any,
         backbone_optimizer.build(chosen)
         parts["backbone_optimizer"] = backbone_optimizer
     return tf.train.Checkpoint(**parts)
+
+
+def _scaled(optimizer: Any, train_config: Mapping[str, Any]) -> Any:
+    """float16 gradients underflow without loss scaling; bfloat16 needs none."""
+    if train_config["mixed_precision"] == "mixed_float16":
+        return keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def check_monitor(monitor: str, metrics: list, has_validation: bool) -> None:

@@ -1,0 +1,251 @@
+"""Frozen-backbone feature caching.
+
+While the backbone is frozen and the inputs are the same every epoch, the
+backbone's forward pass gives the same outputs every epoch too. Computing
+them once and training the head on them turns each later epoch into a pass
+over the head alone, which is most of the time saved in frozen fine-tuning.
+
+The cache holds only what the head reads (outputs are pruned by tracing which
+ones the head's result depends on) and is kept in memory when it fits under
+`train.cache_memory_mb`, else written as a tf.data snapshot under
+`RUN/cache/` and streamed, with a shuffle buffer that fits the same budget.
+The in-memory cache shuffles exactly as the uncached pipeline does (same seed,
+same buffer), so both train the head on the same batches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from ftk.data import make_dataset, target_dataset
+from ftk.errors import ConfigError
+from ftk.training.model import HEAD_FEATURES, BACKBONE_OUTPUTS, backbone_inputs
+
+AUTO = "auto"
+
+
+def augments(preprocessor: Any) -> bool:
+    """Whether the preprocessor may give different training inputs each epoch.
+
+    A preprocessor that only works on whole batches (`__call__`) is
+    deterministic. One with per-example loading or batch augmentation says so
+    with an `augments` attribute; without it, it is assumed to augment.
+    """
+    if not hasattr(preprocessor, "load_example") and not hasattr(preprocessor, "augment_batch"):
+        return False
+    return bool(getattr(preprocessor, "augments", True))
+
+
+def check_setting(setting: Any, preprocessor: Any) -> None:
+    """`train.cache_features: true` needs inputs that repeat exactly."""
+    if setting is True and augments(preprocessor):
+        raise ConfigError(
+            "train.cache_features is true, but train-time augmentation is on, so the "
+            "backbone sees new inputs every epoch and its outputs cannot be cached. "
+            "Set data.augment: false, or train.cache_features: auto."
+        )
+
+
+def plan(setting: Any, trains_backbone: bool, epochs: int, preprocessor: Any) -> tuple[bool, str]:
+    """Whether a phase trains on cached features, and why (for the log)."""
+    if setting is False:
+        return False, "train.cache_features is false"
+    if trains_backbone:
+        return False, "the backbone trains in this phase"
+    if augments(preprocessor):
+        return False, ("train-time augmentation gives new inputs every epoch "
+                       "(data.augment: false would allow it)")
+    if setting == AUTO and epochs < 2:
+        return False, "a single epoch computes the backbone outputs once anyway"
+    return True, "the backbone is frozen and the inputs repeat every epoch"
+
+
+class FeatureCache:
+    """The backbone outputs of the training and validation data, computed on
+    first use and reused by every frozen phase of the run.
+
+    Args:
+        model: the `FineTuneModel`, already built.
+        preprocessor: the task's preprocessor.
+        train: `(inputs, targets)` of the training split.
+        validation: the same for validation, or None.
+        setting: `train.cache_features` (auto, true or false).
+        batch_size, seed: as `train.batch_size` and `train.seed`.
+        memory_mb: `train.cache_memory_mb`, the in-memory budget.
+        folder: where a cache that does not fit in memory is written.
+    """
+
+    def __init__(self, model: Any, preprocessor: Any, train: tuple[Any, Any],
+                 validation: tuple[Any, Any] | None, *, setting: Any, batch_size: int,
+                 seed: int, memory_mb: float, folder: Path):
+        check_setting(setting, preprocessor)
+        self.setting = setting
+        self.model = model
+        self.preprocessor = preprocessor
+        self.splits = {"train": train, "validation": validation}
+        self.batch_size = batch_size
+        self.seed = seed
+        self.budget = memory_mb * 2**20
+        self.folder = Path(folder)
+        self._datasets: tuple[Any, Any] | None = None
+        self._encode: Any = None
+
+    def plan(self, trains_backbone: bool, epochs: int) -> tuple[bool, str]:
+        """Whether a phase of `epochs` epochs trains on the cache, and why."""
+        use, reason = plan(self.setting, trains_backbone, epochs, self.preprocessor)
+        if use:
+            self._prepare()
+            if self._shape_problem:
+                return False, self._shape_problem
+        return use, reason
+
+    def datasets(self) -> tuple[Any, Any]:
+        """`(train, validation)` datasets of cached outputs, built once."""
+        if self._datasets is None:
+            train = self._cached("train")
+            validation = self._cached("validation") if self.splits["validation"] else None
+            self._datasets = (train, validation)
+        return self._datasets
+
+    def remove(self) -> None:
+        """Delete the on-disk cache (it is only valid for this run)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _prepare(self) -> None:
+        if self._encode is not None:
+            return
+        inputs, targets = self.splits["train"]
+        source = make_dataset(inputs, targets, self.preprocessor, self.batch_size)
+        features = next(iter(source))[0]
+        keep, with_features = _head_needs(self.model, features)
+
+        def encode(features: Any) -> dict[str, Any]:
+            outputs = self.model.backbone(backbone_inputs(features), training=False)
+            element = {BACKBONE_OUTPUTS: _tuples(_pruned(outputs, keep))}
+            if with_features:
+                element[HEAD_FEATURES] = _head_part(features)
+            return element
+
+        self._encode = tf.function(encode)
+        spec = source.element_spec[0]
+        outputs = self._encode.get_concrete_function(spec).structured_outputs
+        varying = [s for s in tf.nest.flatten(outputs) if None in s.shape.as_list()[1:]]
+        self._shape_problem = (
+            "the backbone's outputs change shape from batch to batch (e.g. per-token outputs of "
+            "texts trimmed to each batch's longest)" if varying else None)
+
+    def _cached(self, split: str) -> Any:
+        self._prepare()
+        inputs, targets = self.splits[split]
+        ordered = make_dataset(inputs, targets, self.preprocessor, self.batch_size)
+        start = time.perf_counter()
+        batches = (self._encode(features) for features, _ in ordered)
+        first = _numpy(next(batches))
+        count = len(inputs)
+        per_example = sum(leaf.nbytes for leaf in tf.nest.flatten(first)) / _batch_length(first)
+        total = per_example * count
+        if total <= self.budget:
+            self.budget -= total
+            stacked = tf.nest.map_structure(lambda *parts: np.concatenate(parts),
+                                            first, *(_numpy(batch) for batch in batches))
+            features = tf.data.Dataset.from_tensor_slices(stacked)
+            where, buffer = "in memory", count
+        else:
+            path = self.folder / split
+            _save(itertools.chain([first], (_numpy(batch) for batch in batches)), first, path)
+            features = tf.data.Dataset.load(str(path)).unbatch()
+            where = f"on disk in {path}"
+            # A shuffle buffer holding the whole split would hold it all in memory.
+            buffer = int(max(self.batch_size, min(count, self.budget // max(per_example, 1))))
+        seconds = time.perf_counter() - start
+        print(f"Cached backbone features of {count} {split} examples in {seconds:.1f} s "
+              f"({count / seconds:.1f} examples/s), {where} ({total / 2**20:.1f} MB).")
+        dataset = tf.data.Dataset.zip((features, target_dataset(targets)))
+        if split == "train":
+            dataset = dataset.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
+        return dataset.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _head_needs(model: Any, features: Any) -> tuple[Any, bool]:
+    """Which backbone outputs the head reads, and whether it reads the features.
+
+    Returns:
+        `(keys, with_features)`: the output keys to keep (None: keep all).
+    """
+    outputs = model.backbone(backbone_inputs(features), training=False)
+    expected = model.head(outputs, features, training=False)
+    keep = None
+    if isinstance(outputs, Mapping):
+        floating = {k: v for k, v in outputs.items()
+                    if all(t.dtype.is_floating for t in tf.nest.flatten(v))}
+        with tf.GradientTape() as tape:
+            tape.watch(floating)
+            result = model.head(outputs, features, training=False)
+        gradients = tape.gradient(result, floating)
+        keep = {k for k in outputs if k not in floating or any(
+            g is not None for g in tf.nest.flatten(gradients[k]))}
+        # A head may branch on which keys exist; keep everything if pruning changes its result.
+        if not _same(model.head(_pruned(outputs, keep), features, training=False), expected):
+            keep = None
+    pruned = _pruned(outputs, keep)
+    try:
+        alone = model.head(pruned, None, training=False)
+    except Exception:  # noqa: BLE001 - any failure means the head reads its features
+        return keep, True
+    return keep, not _same(alone, expected)
+
+
+def _pruned(outputs: Any, keep: Any) -> Any:
+    if keep is None or not isinstance(outputs, Mapping):
+        return outputs
+    return {k: v for k, v in outputs.items() if k in keep}
+
+
+def _head_part(features: Any) -> Any:
+    """The features without the backbone's images (which the cache replaces)."""
+    if isinstance(features, Mapping) and "images" in features:
+        return {k: v for k, v in features.items() if k != "images"}
+    return features
+
+
+def _tuples(tree: Any) -> Any:
+    """Lists become tuples: tf.data would stack a list into one tensor."""
+    if isinstance(tree, Mapping):
+        return {k: _tuples(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return tuple(_tuples(v) for v in tree)
+    return tree
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        tf.nest.assert_same_structure(a, b)
+    except (ValueError, TypeError):
+        return False
+    return all(np.allclose(x.numpy(), y.numpy(), rtol=1e-4, atol=1e-5)
+               for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)))
+
+
+def _numpy(tree: Any) -> Any:
+    return tf.nest.map_structure(lambda t: t.numpy(), tree)
+
+
+def _batch_length(tree: Any) -> int:
+    return len(tf.nest.flatten(tree)[0])
+
+
+def _save(batches: Iterator[Any], first: Any, path: Path) -> None:
+    """Write batches of outputs as a tf.data snapshot, streaming."""
+    spec = tf.nest.map_structure(
+        lambda a: tf.TensorSpec([None, *a.shape[1:]], tf.as_dtype(a.dtype)), first)
+    dataset = tf.data.Dataset.from_generator(lambda: batches, output_signature=spec)
+    shutil.rmtree(path, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save(str(path))
