@@ -109,7 +109,7 @@ def make_dataset(inputs: Any, targets: Any, preprocess: Callable, batch_size: in
 
     raw = tf.data.Dataset.from_tensor_slices(np.asarray(inputs, dtype=object).astype(str)
                                              if _is_text(inputs) else inputs)
-    dataset = tf.data.Dataset.zip((raw, target_dataset(targets)))
+    dataset = tf.data.Dataset.zip((raw, _target_dataset(targets)))
     if shuffle:
         dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
     load_example = getattr(preprocess, "load_example", None)
@@ -128,7 +128,7 @@ def make_dataset(inputs: Any, targets: Any, preprocess: Callable, batch_size: in
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def target_dataset(targets: Any) -> Any:
+def _target_dataset(targets: Any) -> Any:
     import tensorflow as tf
 
     if isinstance(targets, Mapping):  # e.g. boxes and classes per image

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import tensorflow as tf
 
-from ftk.data import make_dataset, target_dataset
+from ftk.data import make_dataset
 from ftk.errors import ConfigError
 from ftk.training.model import HEAD_FEATURES, BACKBONE_OUTPUTS, backbone_inputs
 
@@ -127,13 +127,16 @@ class FeatureCache:
         keep, with_features = _head_needs(self.model, features)
 
         def encode(features: Any) -> dict[str, Any]:
-            outputs = self.model.backbone(backbone_inputs(features), training=False)
+            outputs = outputs_of(self.model, features)
             element = {BACKBONE_OUTPUTS: _tuples(_pruned(outputs, keep))}
             if with_features:
                 element[HEAD_FEATURES] = _head_part(features)
             return element
 
         self._encode = tf.function(encode)
+        self._names = "one tensor" if keep is None else ", ".join(sorted(keep))
+        if with_features:
+            self._names += " and the head's input features"
         spec = source.element_spec[0]
         outputs = self._encode.get_concrete_function(spec).structured_outputs
         varying = [s for s in tf.nest.flatten(outputs) if None in s.shape.as_list()[1:]]
@@ -146,7 +149,9 @@ class FeatureCache:
         inputs, targets = self.splits[split]
         ordered = make_dataset(inputs, targets, self.preprocessor, self.batch_size)
         start = time.perf_counter()
-        batches = (self._encode(features) for features, _ in ordered)
+        # Targets come from the pipeline too: a preprocessor may transform them
+        # (detection scales boxes to the resized image).
+        batches = ((self._encode(features), targets) for features, targets in ordered)
         first = _numpy(next(batches))
         count = len(inputs)
         per_example = sum(leaf.nbytes for leaf in tf.nest.flatten(first)) / _batch_length(first)
@@ -155,19 +160,19 @@ class FeatureCache:
             self.budget -= total
             stacked = tf.nest.map_structure(lambda *parts: np.concatenate(parts),
                                             first, *(_numpy(batch) for batch in batches))
-            features = tf.data.Dataset.from_tensor_slices(stacked)
+            dataset = tf.data.Dataset.from_tensor_slices(stacked)
             where, buffer = "in memory", count
         else:
             path = self.folder / split
             _save(itertools.chain([first], (_numpy(batch) for batch in batches)), first, path)
-            features = tf.data.Dataset.load(str(path)).unbatch()
+            dataset = tf.data.Dataset.load(str(path)).unbatch().apply(
+                tf.data.experimental.assert_cardinality(count))  # shuffles as the memory cache
             where = f"on disk in {path}"
             # A shuffle buffer holding the whole split would hold it all in memory.
-            buffer = int(max(self.batch_size, min(count, self.budget // max(per_example, 1))))
+            buffer = int(min(count, max(self.batch_size, self.budget // max(per_example, 1))))
         seconds = time.perf_counter() - start
         print(f"Cached backbone features of {count} {split} examples in {seconds:.1f} s "
-              f"({count / seconds:.1f} examples/s), {where} ({total / 2**20:.1f} MB).")
-        dataset = tf.data.Dataset.zip((features, target_dataset(targets)))
+              f"({count / seconds:.1f} examples/s): {self._names}, {total / 2**20:.1f} MB {where}.")
         if split == "train":
             dataset = dataset.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
         return dataset.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
@@ -177,9 +182,10 @@ def _head_needs(model: Any, features: Any) -> tuple[Any, bool]:
     """Which backbone outputs the head reads, and whether it reads the features.
 
     Returns:
-        `(keys, with_features)`: the output keys to keep (None: keep all).
+        `(keys, with_features)`: the output keys to keep (None: the outputs are
+        one tensor).
     """
-    outputs = model.backbone(backbone_inputs(features), training=False)
+    outputs = outputs_of(model, features)
     expected = model.head(outputs, features, training=False)
     keep = None
     if isinstance(outputs, Mapping):
@@ -193,13 +199,17 @@ def _head_needs(model: Any, features: Any) -> tuple[Any, bool]:
             g is not None for g in tf.nest.flatten(gradients[k]))}
         # A head may branch on which keys exist; keep everything if pruning changes its result.
         if not _same(model.head(_pruned(outputs, keep), features, training=False), expected):
-            keep = None
+            keep = set(outputs)
     pruned = _pruned(outputs, keep)
     try:
         alone = model.head(pruned, None, training=False)
     except Exception:  # noqa: BLE001 - any failure means the head reads its features
         return keep, True
     return keep, not _same(alone, expected)
+
+
+def outputs_of(model: Any, features: Any) -> Any:
+    return model.backbone(backbone_inputs(features), training=False)
 
 
 def _pruned(outputs: Any, keep: Any) -> Any:
