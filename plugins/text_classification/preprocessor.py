@@ -16,14 +16,21 @@ import tensorflow_text as text
 import ftk
 
 
+# Trimmed lengths are multiples of this, so XLA (train.jit_compile) compiles a
+# few sequence lengths instead of one per batch.
+LENGTH_STEP = 16
+
+
 def trim_to_longest(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Cut padding beyond the longest text of the batch.
+    """Cut padding beyond the longest text of the batch (rounded up to LENGTH_STEP).
 
     Packing pads to `max_seq_length`; short texts then pay for attention over
     padding that the mask discards anyway. Outputs at real tokens are the same.
     """
     longest = tf.reduce_max(tf.reduce_sum(tf.cast(features["input_mask"], tf.int32), axis=1))
-    return {key: value[:, :longest] for key, value in features.items()}
+    length = tf.minimum(tf.shape(features["input_mask"])[1],
+                        (longest + LENGTH_STEP - 1) // LENGTH_STEP * LENGTH_STEP)
+    return {key: value[:, :length] for key, value in features.items()}
 
 
 class RawStrings(tf.Module):
