@@ -94,7 +94,8 @@ def check_validation_classes(validation: Examples, label_space: LabelSpace) -> N
 
 
 def make_dataset(inputs: Any, targets: Any, preprocess: Callable, batch_size: int, *,
-                 training: bool = False, shuffle: bool = False, seed: int = 0) -> Any:
+                 training: bool = False, shuffle: bool = False, seed: int = 0,
+                 cache_mb: float = 0) -> Any:
     """Batch, preprocess in parallel inside tf.data, and prefetch.
 
     A preprocessor with `load_example(raw, target, seed, training)` works per
@@ -104,28 +105,69 @@ def make_dataset(inputs: Any, targets: Any, preprocess: Callable, batch_size: in
     targets, seed)` runs on each batch (mixup, cutmix). Random transforms take
     stateless seeds drawn from `seed`, so a seeded run repeats exactly.
     No Python code runs per example.
+
+    When per-example inputs come out the same every epoch (no augmentation)
+    and all of them fit in `cache_mb`, they are kept in memory after the first
+    epoch, so files are read and decoded once. They are shuffled after the
+    cache with the same seed, so the batches are those of the uncached order.
     """
     import tensorflow as tf
 
     raw = tf.data.Dataset.from_tensor_slices(np.asarray(inputs, dtype=object).astype(str)
                                              if _is_text(inputs) else inputs)
     dataset = tf.data.Dataset.zip((raw, _target_dataset(targets)))
-    if shuffle:
-        dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
     load_example = getattr(preprocess, "load_example", None)
-    if load_example is not None:
-        dataset = tf.data.Dataset.zip((dataset, _seeds(seed)))
-        dataset = dataset.map(lambda example, pair: load_example(*example, pair, training),
-                              num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-    else:
+    if load_example is None:
+        if shuffle:
+            dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.batch(batch_size).map(lambda x, y: (preprocess(x), y),
                                                 num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        def load(examples: Any) -> Any:
+            examples = tf.data.Dataset.zip((examples, _seeds(seed)))
+            return examples.map(lambda example, pair: load_example(*example, pair, training),
+                                num_parallel_calls=tf.data.AUTOTUNE)
+
+        size = _size_mb(load(dataset).element_spec, len(inputs))
+        if (not training or not augments(preprocess)) and size is not None and size <= cache_mb:
+            dataset = load(dataset).cache()
+            if shuffle:
+                dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
+        else:
+            if shuffle:
+                dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
+            dataset = load(dataset)
+        dataset = dataset.batch(batch_size)
     augment_batch = getattr(preprocess, "augment_batch", None)
     if training and augment_batch is not None:
         dataset = tf.data.Dataset.zip((dataset, _seeds(seed + 1)))
         dataset = dataset.map(lambda batch, pair: augment_batch(*batch, pair),
                               num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def augments(preprocessor: Any) -> bool:
+    """Whether the preprocessor may give different training inputs each epoch.
+
+    A preprocessor that only works on whole batches (`__call__`) is
+    deterministic. One with per-example loading or batch augmentation says so
+    with an `augments` attribute; without it, it is assumed to augment.
+    """
+    if not hasattr(preprocessor, "load_example") and not hasattr(preprocessor, "augment_batch"):
+        return False
+    return bool(getattr(preprocessor, "augments", True))
+
+
+def _size_mb(spec: Any, count: int) -> float | None:
+    """Megabytes of `count` elements of `spec`, or None if their shapes vary."""
+    import tensorflow as tf
+
+    total = 0
+    for leaf in tf.nest.flatten(spec):
+        if not leaf.shape.is_fully_defined():
+            return None
+        total += leaf.shape.num_elements() * leaf.dtype.size
+    return total * count / 2**20
 
 
 def _target_dataset(targets: Any) -> Any:

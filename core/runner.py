@@ -74,10 +74,12 @@ def execute(task: Task, config: dict[str, Any], run_dir: Path, registry: Registr
     # Written once the config has proved buildable, so a bad value needs no --overwrite.
     write_text_atomic(run_dir / "config.yaml", config_lib.dump(saved_config(config)))
     write_text_atomic(run_dir / "labels.txt", "\n".join(label_space.classes) + "\n")
+    memory = config["train"]["cache_memory_mb"]
     train_data = make_dataset(splits.train.inputs, train_targets, preprocessor, batch_size,
-                              training=True, shuffle=True, seed=seed)
+                              training=True, shuffle=True, seed=seed, cache_mb=memory)
     validation_data = None if validation_targets is None else make_dataset(
-        splits.validation.inputs, validation_targets, preprocessor, batch_size)
+        splits.validation.inputs, validation_targets, preprocessor, batch_size,
+        cache_mb=memory)
     # Build the head before optimisers and checkpoints, from an unshuffled batch:
     # iterating `train_data` would move its shuffling on by an epoch.
     model(next(iter(make_dataset(splits.train.inputs, train_targets, preprocessor, batch_size)))[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -54,6 +56,53 @@ def test_augment_false_turns_every_transform_off(images):
     trained = _batches(preprocessor, images, training=True)
     evaluated = _batches(preprocessor, images, training=False)
     np.testing.assert_array_equal(trained[0][0], evaluated[0][0])
+
+
+def _epochs(dataset, count):
+    return [[(x.numpy(), y.numpy()) for x, y in dataset] for _ in range(count)]
+
+
+def test_decoded_images_are_kept_in_memory_when_they_fit(images):
+    from ftk.plugins.image_classification.preprocessor import ClassificationPreprocessor
+
+    preprocessor = ClassificationPreprocessor(16, None)
+    targets = np.arange(len(images), dtype=np.int32)
+    cached = make_dataset(images, targets, preprocessor, 4, training=True, shuffle=True,
+                          seed=5, cache_mb=1)
+    streamed = make_dataset(images, targets, preprocessor, 4, training=True, shuffle=True,
+                            seed=5)
+    first = _epochs(cached, 1)
+    expected = _epochs(streamed, 3)
+    assert _has_cache(cached) and not _has_cache(streamed)
+    for path in images:  # the files are gone; only the in-memory copies remain
+        Path(path).unlink()
+    later = _epochs(cached, 2)
+    # Shuffled after the cache, with the same seed: the uncached pipeline's batches.
+    for got, want in zip(first + later, expected):
+        for (x, y), (wx, wy) in zip(got, want):
+            np.testing.assert_array_equal(y, wy)
+            np.testing.assert_allclose(x, wx, atol=1e-6)
+    with pytest.raises(Exception, match="No such file"):
+        _epochs(streamed, 1)
+
+
+def test_augmented_or_oversized_inputs_are_streamed(images):
+    from ftk.plugins.image_classification.preprocessor import ClassificationPreprocessor
+
+    targets = np.arange(len(images), dtype=np.int32)
+    for preprocessor, cache_mb in ((ClassificationPreprocessor(16, AUGMENTATION), 100),
+                                   (ClassificationPreprocessor(512, None), 1)):
+        dataset = make_dataset(images, targets, preprocessor, 3, training=True, cache_mb=cache_mb)
+        assert not _has_cache(dataset)
+
+
+def _has_cache(dataset) -> bool:
+    """Whether a tf.data pipeline holds a cache stage."""
+    import tensorflow as tf
+
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(tf.raw_ops.DatasetToGraphV2(input_dataset=dataset._variant_tensor).numpy())
+    return any(node.op.startswith("CacheDataset") for node in graph.node)
 
 
 def test_horizontal_flip_mirrors_the_image():

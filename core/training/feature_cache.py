@@ -24,23 +24,11 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import tensorflow as tf
 
-from ftk.data import make_dataset
+from ftk.data import augments, make_dataset
 from ftk.errors import ConfigError
 from ftk.training.model import HEAD_FEATURES, BACKBONE_OUTPUTS, backbone_inputs
 
 AUTO = "auto"
-
-
-def augments(preprocessor: Any) -> bool:
-    """Whether the preprocessor may give different training inputs each epoch.
-
-    A preprocessor that only works on whole batches (`__call__`) is
-    deterministic. One with per-example loading or batch augmentation says so
-    with an `augments` attribute; without it, it is assumed to augment.
-    """
-    if not hasattr(preprocessor, "load_example") and not hasattr(preprocessor, "augment_batch"):
-        return False
-    return bool(getattr(preprocessor, "augments", True))
 
 
 def check_setting(setting: Any, preprocessor: Any) -> None:
