@@ -42,8 +42,17 @@ def train(embedding, topics, tmp_path, **settings):
 
 
 def test_frozen_backbone_keeps_its_weights(embedding, topics, tmp_path):
+    import tensorflow as tf
+
     result = train(embedding, topics, tmp_path)
-    assert changed(result.run_dir, embedding) == set()
+    # Checkpoints of a run that never trains the backbone leave its weights out.
+    assert backbone_weights(result.run_dir) == {}
+    assert any(key.startswith("model/head/") for key in tf.train.load_checkpoint(
+        str(result.run_dir / "checkpoints" / "last" / "ckpt")).get_variable_to_shape_map())
+    exported = tf.saved_model.load(str(result.run_dir / "export"))
+    served = {v.name.removesuffix(":0"): v.numpy() for v in exported.backbone.variables}
+    for name, value in original_weights(embedding).items():
+        np.testing.assert_array_equal(served[name], value, err_msg=name)
 
 
 def test_trainable_backbone_updates_every_variable(embedding, topics, tmp_path):

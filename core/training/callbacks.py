@@ -44,8 +44,8 @@ class RunCheckpointer(keras.callbacks.Callback):
 
     It also writes `history.csv`, just before `last`, so the history never
     holds an epoch that resuming would train again. Its `epoch_seconds` is the
-    wall time from the end of the previous epoch's checkpoint (or the start of
-    the phase) to the end of this epoch, validation included.
+    wall time from the end of the previous epoch (or the start of the phase) to
+    the end of this one: validation and the previous checkpoint writes included.
     """
 
     def __init__(self, checkpoint: tf.train.Checkpoint, folder: Path, monitor: str,
@@ -68,7 +68,9 @@ class RunCheckpointer(keras.callbacks.Callback):
             self._since = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        seconds = time.perf_counter() - (self._since or time.perf_counter())
+        now = time.perf_counter()
+        # Timed from the previous epoch's end, so its checkpoint writes count too.
+        seconds, self._since = now - (self._since or now), now
         if self.guard.where is not None:
             return  # never checkpoint weights that produced a non-finite loss
         value = (logs or {}).get(self.monitor)
@@ -83,7 +85,6 @@ class RunCheckpointer(keras.callbacks.Callback):
         self._write("last", state)
         if improved:
             self._write("best", state)
-        self._since = time.perf_counter()
 
     def _write(self, name: str, state: dict[str, Any]) -> None:
         target = self.folder / name

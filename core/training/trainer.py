@@ -69,7 +69,10 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     state = read_state(folder / "last") if resume else None
     done = state["epoch"] if state else 0
     best = state.get("best") if state else None
-    for index, phase in enumerate(plan_phases(config)):
+    phases = plan_phases(config)
+    # A backbone no phase trains stays as loaded: checkpoints skip its weights.
+    saved = model if any(p.train_backbone for p in phases) else tf.train.Checkpoint(head=model.head)
+    for index, phase in enumerate(phases):
         if phase.end <= done:
             continue
         chosen = backbone_variables if phase.train_backbone else []
@@ -79,8 +82,8 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
             print(f"Feature cache {'on' if cached else 'off'}: {reason}.")
             if cached:
                 data = feature_cache.datasets()
-        checkpoint = _compile_phase(model, phase, chosen, loss, metrics_factory, train_config,
-                                    steps_per_epoch * (phase.end - phase.start))
+        checkpoint = _compile_phase(model, saved, phase, chosen, loss, metrics_factory,
+                                    train_config, steps_per_epoch * (phase.end - phase.start))
         if state is not None:
             # Optimiser state only carries over within the phase it was saved in.
             restore = checkpoint if state.get("phase") == index else tf.train.Checkpoint(model=model)
@@ -115,11 +118,12 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     return read_history(run_dir / "history.csv")
 
 
-def _compile_phase(model: FineTuneModel, phase: Phase, chosen: list, loss: Any,
+def _compile_phase(model: FineTuneModel, saved: Any, phase: Phase, chosen: list, loss: Any,
                    metrics_factory: Any, train_config: Mapping[str, Any],
                    steps: int) -> tf.train.Checkpoint:
     """Recompile for one phase (Keras re-traces on a change of trainable state)
-    and return the checkpoint holding the model and this phase's optimisers."""
+    and return the checkpoint holding `saved` (the model, or its head) and this
+    phase's optimisers."""
     head_optimizer = _scaled(build_optimizer(train_config, phase.head_learning_rate, steps,
                                              "head_optimizer"), train_config)
     model.compile(optimizer=head_optimizer, loss=loss, metrics=metrics_factory(),
@@ -130,7 +134,7 @@ def _compile_phase(model: FineTuneModel, phase: Phase, chosen: list, loss: Any,
     model.set_backbone_training(chosen, backbone_optimizer)
     # Built now so that a checkpoint restores their slots instead of deferring.
     head_optimizer.build(model.head.trainable_variables)
-    parts = {"model": model, "optimizer": head_optimizer}
+    parts = {"model": saved, "optimizer": head_optimizer}
     if backbone_optimizer is not None:
         backbone_optimizer.build(chosen)
         parts["backbone_optimizer"] = backbone_optimizer
