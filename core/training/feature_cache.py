@@ -121,12 +121,13 @@ class FeatureCache:
                 element[HEAD_FEATURES] = _head_part(features)
             return element
 
-        self._encode = tf.function(encode)
+        spec = source.element_spec[0]
+        # Traced once for any batch size; calling the concrete function never retraces.
+        self._encode = tf.function(encode).get_concrete_function(spec)
         self._names = "one tensor" if keep is None else ", ".join(sorted(keep))
         if with_features:
             self._names += " and the head's input features"
-        spec = source.element_spec[0]
-        outputs = self._encode.get_concrete_function(spec).structured_outputs
+        outputs = self._encode.structured_outputs
         varying = [s for s in tf.nest.flatten(outputs) if None in s.shape.as_list()[1:]]
         self._shape_problem = (
             "the backbone's outputs change shape from batch to batch (e.g. per-token outputs of "
