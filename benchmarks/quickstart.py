@@ -14,42 +14,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
-
-def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
-    start = time.perf_counter()
-    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    return elapsed, result.stdout
-
-
-def text_batch() -> tuple[dict, str, str]:
-    """32 texts of 20 tokens, as token ids."""
-    import numpy as np
-    import tensorflow as tf
-
-    ids = tf.constant(np.random.default_rng(0).integers(1000, 2000, size=(32, 20)), tf.int32)
-    inputs = {"input_word_ids": ids, "input_mask": tf.ones_like(ids), "input_type_ids": tf.zeros_like(ids)}
-    return inputs, "mean_pooled_output", "32 texts x 20 tokens"
-
-
-def image_batch(size: int, output: str) -> Callable[[], tuple[object, str, str]]:
-    """32 images of `size` x `size` pixels, reading the backbone's `output`."""
-    def make() -> tuple[object, str, str]:
-        import tensorflow as tf
-
-        return (tf.random.stateless_uniform([32, size, size, 3], [0, 0]), output,
-                f"32 images {size}x{size}")
-
-    return make
+from common import forward_seconds_per_batch, image_batch, text_batch, timed
 
 
 def accuracy(metrics: dict) -> str:
@@ -65,22 +34,6 @@ def coco_map(metrics: dict) -> str:
 TASKS = {"text_classification": ("minilm-l6", text_batch, accuracy),
          "image_classification": ("efficientnet-lite0", image_batch(224, "default"), accuracy),
          "detection": ("efficientnet-lite0", image_batch(256, "stride_8"), coco_map)}
-
-
-def forward_seconds_per_batch(folder: Path, make_batch, batches: int = 20) -> tuple[float, str]:
-    """Mean seconds of one frozen-backbone forward pass, and what the batch held."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import tensorflow as tf
-    import tensorflow_hub as hub
-
-    backbone = hub.KerasLayer(str(folder / "encoder"), trainable=False)
-    inputs, key, described = make_batch()
-    forward = tf.function(lambda x: backbone(x, training=False)[key])
-    forward(inputs)  # trace once
-    start = time.perf_counter()
-    for _ in range(batches):
-        forward(inputs)
-    return (time.perf_counter() - start) / batches, described
 
 
 def benchmark(task: str) -> None:
@@ -99,7 +52,7 @@ def benchmark(task: str) -> None:
             _, printed = timed([*ftk, "evaluate", str(run_dir), "--data", str(demo)], env, scratch_path)
             validation = json.loads(printed)
         forward, described = forward_seconds_per_batch(
-            scratch_path / "home" / "backbones" / preset, make_batch)
+            scratch_path / "home" / "backbones" / preset / "encoder", make_batch)
     print(f"\n{task}\n")
     print("| measurement | result |")
     print("| --- | --- |")
