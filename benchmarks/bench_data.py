@@ -12,10 +12,11 @@ Run: python benchmarks/bench_data.py OUT.csv COUNT [SEED]   (one topic CSV)
 
 from __future__ import annotations
 
-import csv
 import random
 import sys
 from pathlib import Path
+
+from ftk import testing
 
 TOPICS: dict[str, dict[str, list[str]]] = {
     "sports": {
@@ -116,13 +117,7 @@ def write_topic_csv(path: str | Path, count: int, seed: int) -> Path:
     rows = [(sentence(names[index % len(names)], rng), names[index % len(names)])
             for index in range(count)]
     rng.shuffle(rows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-    return path
+    return testing.write_text_csv(path, rows)
 
 
 def write_text_splits(folder: Path, sizes: dict[str, int]) -> dict[str, Path]:

@@ -21,6 +21,23 @@ from ftk.config import ENGINE_DEFAULTS
 from ftk.task import Task
 
 
+def write_text_csv(path: str | Path, rows: Sequence[tuple[str, str]]) -> Path:
+    """Write `(text, label)` rows as a text-classification CSV (`text,label` header).
+
+    Returns:
+        `path`, its parent folders created.
+    """
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
 def tiny_text_embedding(path: str | Path, *, dim: int = 16, buckets: int = 512, seed: int = 0) -> str:
     """Write a tiny tf.hub text-embedding SavedModel: strings[B] -> float32[B, dim].
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 from pathlib import Path
@@ -11,6 +10,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+from ftk import testing  # noqa: E402
 
 SPORTS = "goal match team score player league coach win stadium referee".split()
 COOKING = "oven recipe bake flour sugar pan dinner taste butter garlic".split()
@@ -23,12 +24,7 @@ def write_topic_csv(path: Path, count: int = 40, seed: int = 0) -> Path:
     rows = [(" ".join(rng.choice(words) for _ in range(6)), label)
             for _ in range(count) for label, words in (("sports", SPORTS), ("cooking", COOKING))]
     rng.shuffle(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-    return path
+    return testing.write_text_csv(path, rows)
 
 
 @pytest.fixture(autouse=True)
@@ -42,15 +38,17 @@ def isolated_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def embedding(tmp_path_factory) -> str:
-    from ftk import testing
-
     return testing.tiny_text_embedding(tmp_path_factory.mktemp("backbones") / "tiny_embedding")
 
 
 @pytest.fixture(scope="session")
-def bert(tmp_path_factory) -> str:
-    from ftk import testing
+def tiny_image(tmp_path_factory) -> str:
+    """A tiny image SavedModel returning a pooled vector."""
+    return testing.tiny_image_backbone(tmp_path_factory.mktemp("backbones") / "tiny_image")
 
+
+@pytest.fixture(scope="session")
+def bert(tmp_path_factory) -> str:
     return testing.tiny_bert(tmp_path_factory.mktemp("backbones") / "tiny_bert", words=WORDS)
 
 

@@ -15,13 +15,6 @@ from test_image_classification import write_colour_folder
 
 
 @pytest.fixture(scope="module")
-def tiny_image(tmp_path_factory) -> str:
-    from ftk import testing
-
-    return testing.tiny_image_backbone(tmp_path_factory.mktemp("backbones") / "tiny_image")
-
-
-@pytest.fixture(scope="module")
 def colours(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("colours")
     classes = ("red", "green", "blue")

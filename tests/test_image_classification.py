@@ -39,13 +39,6 @@ def write_colour_folder(root: Path, per_class: int, seed: int, classes=COLOURS) 
 
 
 @pytest.fixture(scope="session")
-def tiny_image(tmp_path_factory) -> str:
-    from ftk import testing
-
-    return testing.tiny_image_backbone(tmp_path_factory.mktemp("backbones") / "tiny_image")
-
-
-@pytest.fixture(scope="session")
 def colours(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("colours")
     return {"train": write_colour_folder(folder / "train", 14, seed=0),
