@@ -45,9 +45,9 @@ class EpochClock(tf_keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
-def image_data(folder, shuffle):
+def image_data(folder, shuffle, seed):
     data = tf_keras.utils.image_dataset_from_directory(
-        folder, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=shuffle, seed=42)
+        folder, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=shuffle, seed=seed)
     classes = data.class_names
     rescale = tf_keras.layers.Rescaling(1.0 / 255)
     data = data.map(lambda images, labels: (rescale(images), labels))
@@ -62,7 +62,7 @@ def image_model(encoder, trainable, num_classes):
     ])
 
 
-def text_data(path, classes, shuffle):
+def text_data(path, classes, shuffle, seed):
     with open(path, newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     classes = classes or sorted({row["label"] for row in rows})
@@ -70,7 +70,7 @@ def text_data(path, classes, shuffle):
     labels = [classes.index(row["label"]) for row in rows]
     data = tf.data.Dataset.from_tensor_slices((texts, labels))
     if shuffle:
-        data = data.shuffle(len(texts), seed=42)
+        data = data.shuffle(len(texts), seed=seed)
     return data.batch(BATCH_SIZE).prefetch(AUTOTUNE), classes
 
 
@@ -93,19 +93,20 @@ def main() -> None:
     parser.add_argument("--trainable", action="store_true")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--learning-rate", type=float, default=5e-3)
+    parser.add_argument("--seed", type=int, default=42, help="initialisation and shuffling")
     args = parser.parse_args()
 
     start = time.perf_counter()
-    tf_keras.utils.set_random_seed(42)
+    tf_keras.utils.set_random_seed(args.seed)
     if args.task == "image":
-        train, classes = image_data(args.train, shuffle=True)
-        validation, _ = image_data(args.validation, shuffle=False)
-        test, _ = image_data(args.test, shuffle=False)
+        train, classes = image_data(args.train, shuffle=True, seed=args.seed)
+        validation, _ = image_data(args.validation, shuffle=False, seed=args.seed)
+        test, _ = image_data(args.test, shuffle=False, seed=args.seed)
         model = image_model(args.encoder, args.trainable, len(classes))
     else:
-        train, classes = text_data(args.train, None, shuffle=True)
-        validation, _ = text_data(args.validation, classes, shuffle=False)
-        test, _ = text_data(args.test, classes, shuffle=False)
+        train, classes = text_data(args.train, None, shuffle=True, seed=args.seed)
+        validation, _ = text_data(args.validation, classes, shuffle=False, seed=args.seed)
+        test, _ = text_data(args.test, classes, shuffle=False, seed=args.seed)
         model = text_model(args.encoder, args.preprocessor, args.trainable, len(classes))
 
     model.compile(
