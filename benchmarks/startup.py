@@ -10,19 +10,16 @@ CLI loaded TensorFlow.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
 import sys
-import time
+from pathlib import Path
+
+from common import timed
 
 COMMANDS = (["--help"], ["tasks"], ["plugins"])
-
-
-def seconds(command: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -31,7 +28,7 @@ def main() -> None:
     print("| command | median s | fastest s | slowest s |")
     print("| --- | --- | --- | --- |")
     for arguments in COMMANDS:
-        times = [seconds([ftk, *arguments]) for _ in range(repeats)]
+        times = [timed([ftk, *arguments], dict(os.environ), Path.cwd())[0] for _ in range(repeats)]
         print(f"| `ftk {' '.join(arguments)}` | {statistics.median(times):.2f} | "
               f"{min(times):.2f} | {max(times):.2f} |")
     loaded = subprocess.run([sys.executable, "-c", "import sys, ftk.cli; "
