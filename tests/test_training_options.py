@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import ftk
-from test_feature_cache import colours, tiny_image  # noqa: F401 - shared fixtures
+from test_feature_cache import colours  # noqa: F401 - a shared fixture
 
 
 def _rows(run_dir):
