@@ -190,8 +190,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--text-backbone", help="BERT-style encoder SavedModel (or ftk folder)")
     parser.add_argument("--text-preprocessor", help="its preprocessor SavedModel")
     parser.add_argument("--image-backbone", help="image SavedModel returning a dict with 'default'")
-    parser.add_argument("--seed", type=int, default=42,
-                        help="both tools' initialisation and shuffling seed (default 42)")
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help=f"both tools' initialisation and shuffling seed (default {SEED})")
     parser.add_argument("--workdir", help="keep data, runs and logs here (default: a temp folder)")
     args = parser.parse_args()
     unknown = [c for c in args.cases.split(",") if c not in CHECKS]
