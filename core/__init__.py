@@ -33,10 +33,12 @@ from ftk.api import (  # noqa: E402
     tasks,
 )
 from ftk.backbone import Backbone  # noqa: E402
-from ftk.hub.pypi import fetch_wheel_files  # noqa: E402
 from ftk.errors import ConfigError, DataError, FtkError, PluginError  # noqa: E402
 from ftk.hookspecs import hookimpl  # noqa: E402
-from ftk.labels import LabelSpace  # noqa: E402
+from ftk.hub.pypi import fetch_wheel_files  # noqa: E402
+from ftk.preprocessor import Preprocessor, StringPassthrough  # noqa: E402
+from ftk.rundir import RunDirectory  # noqa: E402
+from ftk.targets import RealSpace, TargetSpace  # noqa: E402
 from ftk.task import Examples, Task  # noqa: E402
 
 __version__ = "0.1.0"
@@ -47,8 +49,12 @@ __all__ = [
     "DataError",
     "Examples",
     "FtkError",
-    "LabelSpace",
     "PluginError",
+    "Preprocessor",
+    "RealSpace",
+    "RunDirectory",
+    "StringPassthrough",
+    "TargetSpace",
     "Task",
     "backbones",
     "convert_backbone",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -10,6 +10,8 @@ from ftk import config as config_lib
 from ftk.errors import FtkError
 from ftk.paths import ftk_home
 from ftk.registry import Registry, build_registry
+
+log = logging.getLogger(__name__)
 
 
 def run(
@@ -51,7 +53,7 @@ def run(
         result.metrics["accuracy"]
         ```
     """
-    from ftk.rundir import prepare_run_dir
+    from ftk.rundir import RunDirectory
 
     registry = build_registry(plugins)
     layers = _config_layers(config, set)
@@ -62,17 +64,35 @@ def run(
             layers.insert(0, (str(saved), config_lib.load_yaml_file(saved)))
     layers.append(("command-line flags", flags))
     task_name = _task_name(layers, registry)
-    task_spec = registry.task(task_name)
-    resolved = config_lib.resolve(task_spec.config, task_spec.config_types, layers,
-                                  task_spec.config_choices)
+    task_type = registry.task(task_name)
+    resolved = config_lib.resolve(task_type.defaults, task_type.config_types, layers,
+                                  task_type.config_choices)
     resolved["task"] = task_name
+    task = task_type(resolved)
+    check_run_config(task)
     if not resolved["data"]["train"]:
-        _use_demo_data(task_spec, resolved)
-    run_dir = prepare_run_dir(resolved["output_dir"], task_name, resume=resume, overwrite=overwrite)
-    resolved["output_dir"] = str(run_dir)
+        _use_demo_data(task, resolved)
+    run = RunDirectory.create(resolved["output_dir"], task_name, resume=resume, overwrite=overwrite)
+    resolved["output_dir"] = str(run.path)
     from ftk.runner import execute
 
-    return execute(task_spec, resolved, run_dir, registry, resume=resume)
+    return execute(task, run, registry, resume=resume)
+
+
+def check_run_config(task: Any) -> None:
+    """Every value check of the engine and the task, before data is read or a
+    backbone pulled."""
+    config_lib.check_values(task.config)
+    monitor = task.config["train"]["monitor"]
+    if task.direction(monitor) is None:
+        known = ", ".join(f"{name} ({direction})"
+                          for name, direction in sorted(task.metric_directions.items()))
+        raise config_lib.ConfigError(
+            f"train.monitor is {monitor!r}, but task {task.name!r} does not say whether "
+            f"{monitor.removeprefix('val_')} is better lower or higher, so the best epoch "
+            f"cannot be chosen. Monitor loss or a metric with a direction: {known or 'none'}."
+        )
+    task.check_config()
 
 
 def evaluate(path: str | Path, data: str | Path, *, batch_size: int | None = None,
@@ -85,14 +105,13 @@ def evaluate(path: str | Path, data: str | Path, *, batch_size: int | None = Non
         ```
     """
     from ftk.data import read_examples
-    from ftk.runner import score
+    from ftk.evaluation import score
 
     predictor = load(path, plugins=plugins)
-    settings = dict(predictor.config)
+    task = predictor.task
     if batch_size:
-        settings["train"] = {**settings["train"], "batch_size": batch_size}
-    examples = read_examples(predictor.task, str(data), settings)
-    return score(predictor.task, predictor, examples, predictor.label_space, settings)
+        task.config["train"] = {**task.config["train"], "batch_size": batch_size}
+    return score(task, predictor, read_examples(task, str(data)))
 
 
 def load(path: str | Path, *, plugins: Sequence[str] = ()) -> Any:
@@ -113,8 +132,8 @@ def predict(path: str | Path, inputs: Sequence[str], *, draw: str | Path | None 
     one image per input into that folder, named after the input file.
     """
     model = load(path, plugins=plugins)
-    values = model.task.prediction_inputs(list(inputs), model.config)
-    if draw is not None and model.task.draw_prediction is None:
+    values = model.task.prediction_inputs(list(inputs))
+    if draw is not None and not model.task.can_draw:
         raise FtkError(f"Task {model.task.name!r} cannot draw its predictions; leave out --draw.")
     predictions = model.predict(values)
     if draw is not None:
@@ -192,7 +211,7 @@ def export(run_dir: str | Path, format: str = "saved_model",
     import shutil
 
     from ftk.predictor import find_export
-    from ftk.rundir import replace_dir_atomic, staging_dir, write_bytes_atomic
+    from ftk.atomic import building_dir, write_bytes_atomic
 
     source = find_export(run_dir)
     if output is not None:
@@ -200,9 +219,8 @@ def export(run_dir: str | Path, format: str = "saved_model",
     if format == "saved_model":
         if output is None or Path(output).resolve() == source.resolve():
             return source
-        staging = staging_dir(Path(output))
-        shutil.copytree(source, staging, dirs_exist_ok=True)
-        replace_dir_atomic(staging, Path(output))
+        with building_dir(output) as staging:
+            shutil.copytree(source, staging, dirs_exist_ok=True)
         return Path(output)
     if format != "tflite":
         raise FtkError(f"Export format must be saved_model or tflite. Received: {format!r}")
@@ -221,8 +239,8 @@ def export(run_dir: str | Path, format: str = "saved_model",
         ) from None
     target = Path(output) if output else Path(run_dir) / "model.tflite"
     write_bytes_atomic(target, flatbuffer)
-    print("Note: the TFLite model keeps TensorFlow ops TFLite lacks (e.g. tensorflow-text "
-          "tokenizers); run it with the Flex delegate and those ops linked in.", file=sys.stderr)
+    log.warning("The TFLite model keeps TensorFlow ops TFLite lacks (e.g. tensorflow-text "
+                "tokenizers); run it with the Flex delegate and those ops linked in.")
     return target
 
 
@@ -243,8 +261,8 @@ def _check_export_target(output: Path, format: str) -> None:
 
 def default_config(task: str, *, plugins: Sequence[str] = ()) -> dict[str, Any]:
     """The full default config of `task` (what `ftk config TASK` prints)."""
-    spec = build_registry(plugins).task(task)
-    resolved = config_lib.default_config(spec.config)
+    task_type = build_registry(plugins).task(task)
+    resolved = config_lib.default_config(task_type.defaults)
     resolved["task"] = task
     return resolved
 
@@ -288,11 +306,11 @@ def _task_name(layers: Iterable[tuple[str, Mapping[str, Any]]], registry: Regist
 
 
 def _use_demo_data(task: Any, resolved: dict[str, Any]) -> None:
-    if task.demo_data is None:
-        raise FtkError(f"Task {task.name!r} has no demo data: pass --data PATH.")
     paths = task.demo_data(ftk_home() / "demo" / task.name)
+    if paths is None:
+        raise FtkError(f"Task {task.name!r} has no demo data: pass --data PATH.")
     for split, path in paths.items():
         if not resolved["data"].get(split):
             resolved["data"][split] = str(path)
-    print(f"No --data given: running the {task.name} quickstart on its built-in demo data "
-          f"({resolved['data']['train']}).", file=sys.stderr)
+    log.info(f"No --data given: running the {task.name} quickstart on its built-in demo data "
+             f"({resolved['data']['train']}).")

@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-BACKBONE_KINDS = ("text_embedding", "text_encoder", "image")
-
 
 @dataclass(frozen=True)
 class Backbone:
@@ -19,9 +17,10 @@ class Backbone:
 
     Attributes:
         name: the preset name users pass to `--backbone`.
-        kind: `text_embedding` (strings in, vectors out), `text_encoder`
-            (BERT-style token ids in, dict out) or `image` ([B, H, W, 3] floats in
-            [0, 1]).
+        kind: the tf.hub convention the SavedModel follows, an open string that
+            tasks check: `text_embedding` (strings in, vectors out),
+            `text_encoder` (BERT-style token ids in, dict out) and `image`
+            ([B, H, W, 3] floats in [0, 1]) are the ones ftk's tasks take.
         handle: TF Hub handle, URL or local SavedModel path.
         preprocessor: handle of the matching text preprocessor SavedModel, if any.
         pull: `(folder) -> None`; writes `folder/encoder` (and optionally
@@ -39,13 +38,20 @@ class Backbone:
     description: str = ""
     license: str = ""
 
-    def __post_init__(self) -> None:
-        if self.kind not in BACKBONE_KINDS:
-            raise ValueError(
-                f"Backbone kind must be one of {', '.join(BACKBONE_KINDS)}. "
-                f"Received: kind={self.kind!r} for backbone {self.name!r}"
-            )
-        if (self.handle is None) == (self.pull is None):
-            raise ValueError(
-                f"Backbone {self.name!r} needs exactly one of `handle` or `pull`."
-            )
+
+def backbone_problems(backbone: Any) -> list[str]:
+    """Problems with a preset, one readable string each (empty when fine)."""
+    if not isinstance(backbone, Backbone):
+        return [f"a preset must be an ftk.Backbone. Received: {backbone!r}"]
+    problems = []
+    if not isinstance(backbone.name, str) or not backbone.name:
+        problems.append("name must be a non-empty string")
+    if not isinstance(backbone.kind, str) or not backbone.kind:
+        problems.append("kind must be a non-empty string such as text_encoder or image")
+    if (backbone.handle is None) == (backbone.pull is None):
+        problems.append("exactly one of handle and pull must be set")
+    if backbone.pull is not None and not callable(backbone.pull):
+        problems.append("pull must be a function of the folder to write")
+    if not isinstance(backbone.metadata, Mapping):
+        problems.append("metadata must be a mapping")
+    return problems

@@ -1,21 +1,138 @@
-"""Loss, metrics, evaluation and postprocessing shared by classification tasks.
+"""Classification: the space of classes, and the loss, metrics, evaluation,
+predictions and reports every classification task shares.
 
 Text and image classification differ in their inputs, not in what happens to
-logits, so both plugins build their Task from these pieces.
+logits, so both tasks derive from `ClassificationTask` and define only their
+reader, preprocessor and head.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
-from typing import Any, Mapping
+import logging
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from ftk.errors import ConfigError
-from ftk.labels import LabelSpace
-from ftk.rundir import write_text_atomic
+from ftk.errors import ConfigError, DataError
+from ftk.targets import TargetSpace
+from ftk.task import Examples, Task
+
+log = logging.getLogger(__name__)
+
+
+class ClassSpace(TargetSpace):
+    """The classes of a run, in the order of the model's outputs.
+
+    Attributes:
+        classes: class names, sorted (or as the data declares them), as
+            written to `labels.txt`.
+        multi_label: whether an example may carry several classes.
+        counts: training examples per class, when built from training data.
+    """
+
+    kind: ClassVar[str] = "classes"
+
+    def __init__(self, classes: Sequence[str], multi_label: bool = False,
+                 counts: Sequence[int] | None = None):
+        self.classes = tuple(classes)
+        self.multi_label = multi_label
+        self.counts = None if counts is None else np.asarray(counts, dtype=np.int64)
+
+    @classmethod
+    def from_examples(cls, examples: Examples) -> "ClassSpace":
+        """The classes seen in training targets (class names, or lists of them)."""
+        targets = examples.targets
+        multi_label = bool(targets) and isinstance(targets[0], (list, tuple))
+        names = {name for target in targets for name in (target if multi_label else [target])}
+        if len(names) < 2:
+            raise DataError(
+                f"{examples.source or 'The training data'} has {len(names)} class "
+                f"({', '.join(sorted(map(str, names))) or 'none'}); classification needs at least "
+                "two. Add examples of other classes."
+            )
+        space = cls(sorted(names), multi_label)
+        encoded = space.encode(targets, examples.source)
+        counts = encoded.sum(0) if multi_label else np.bincount(encoded, minlength=len(names))
+        return cls(space.classes, multi_label, counts)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def encode(self, targets: Sequence[Any], source: str) -> np.ndarray:
+        """Class indices (int32), or multi-hot rows (float32) for multi-label."""
+        index = {name: i for i, name in enumerate(self.classes)}
+
+        def lookup(name: str) -> int:
+            if name not in index:
+                raise DataError(
+                    f"{source}: label {name!r} does not occur in the training data "
+                    f"(classes: {', '.join(self.classes)}). Fix the label or add "
+                    "training examples of it."
+                )
+            return index[name]
+
+        if not self.multi_label:
+            return np.asarray([lookup(target) for target in targets], dtype=np.int32)
+        encoded = np.zeros((len(targets), self.num_classes), dtype=np.float32)
+        for row, names in enumerate(targets):
+            for name in names:
+                encoded[row, lookup(name)] = 1.0
+        return encoded
+
+    def files(self) -> dict[str, str]:
+        return {"labels.txt": "\n".join(self.classes) + "\n"}
+
+    def summary(self) -> str:
+        return f"{self.num_classes} classes" + (", multi-label" if self.multi_label else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "classes": list(self.classes), "multi_label": self.multi_label}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ClassSpace":
+        return cls(data["classes"], bool(data.get("multi_label", False)))
+
+
+def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
+    """A seeded split keeping every class in both parts; multi-label targets
+    have no strata and are split at random."""
+    targets = list(examples.targets)
+    rng = np.random.default_rng(seed)
+    if targets and not isinstance(targets[0], str):
+        order = rng.permutation(len(targets))
+        count = min(len(targets) - 1, max(1, int(round(fraction * len(targets)))))
+        return (examples.subset(sorted(order[count:]), "train"),
+                examples.subset(sorted(order[:count]), "validation"))
+    by_class: dict[Any, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(target, []).append(index)
+    train_ids, val_ids = [], []
+    for name, ids in sorted(by_class.items()):
+        if len(ids) < 2:
+            raise DataError(
+                f"{examples.source}: class {name!r} has only {len(ids)} example, so the "
+                "validation split would have none. Add examples of it, or pass a "
+                "validation file with --val-data."
+            )
+        ids = rng.permutation(ids).tolist()
+        count = min(len(ids) - 1, max(1, int(round(fraction * len(ids)))))
+        val_ids += ids[:count]
+        train_ids += ids[count:]
+    return examples.subset(sorted(train_ids), "train"), examples.subset(sorted(val_ids), "validation")
+
+
+def warn_missing_classes(examples: Examples, space: ClassSpace) -> None:
+    """Log a warning when a class never occurs in an evaluation split."""
+    seen = {name for target in examples.targets
+            for name in (target if isinstance(target, (list, tuple)) else [target])}
+    missing = [name for name in space.classes if name not in seen]
+    if missing:
+        log.warning(f"{examples.source} has no examples of class(es) {', '.join(missing)}; "
+                    "their metrics will be 0.")
+
 
 # Config keys every classification task offers, merged into its own defaults.
 CLASSIFICATION_CONFIG: dict[str, Any] = {
@@ -27,54 +144,52 @@ CLASSIFICATION_CHOICES: dict[str, tuple[str, ...]] = {"loss.name": ("cross_entro
 CLASSIFICATION_TYPES: dict[str, Any] = {"loss.class_weights": (str, dict)}
 
 
-def class_weight_vector(label_space: LabelSpace, config: Mapping[str, Any],
-                        counts: np.ndarray | None = None) -> np.ndarray | None:
+def class_weight_vector(space: ClassSpace, config: Mapping[str, Any]) -> np.ndarray | None:
     """Per-class loss weights from `loss.class_weights` ("balanced" or a mapping)."""
     spec = config["loss"]["class_weights"]
     if spec is None:
         return None
     if spec == "balanced":
-        if counts is None:
+        if space.counts is None:
             return None
-        counts = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+        counts = np.maximum(space.counts.astype(np.float64), 1.0)
         return (counts.sum() / (len(counts) * counts)).astype(np.float32)
     if isinstance(spec, dict):
-        unknown = sorted(set(spec) - set(label_space.classes))
+        unknown = sorted(set(spec) - set(space.classes))
         if unknown:
             raise ConfigError(
                 f"loss.class_weights names classes not in the data: {', '.join(map(str, unknown))}. "
-                f"Classes: {', '.join(label_space.classes)}"
+                f"Classes: {', '.join(space.classes)}"
             )
-        return np.asarray([float(spec.get(c, 1.0)) for c in label_space.classes], np.float32)
+        return np.asarray([float(spec.get(c, 1.0)) for c in space.classes], np.float32)
     raise ConfigError(
         f"loss.class_weights must be 'balanced' or a mapping of class to weight. Received: {spec!r}"
     )
 
 
-def build_classification_loss(label_space: LabelSpace, config: Mapping[str, Any],
-                              class_counts: np.ndarray | None = None) -> Any:
+def build_classification_loss(space: ClassSpace, config: Mapping[str, Any]) -> Any:
     """Cross-entropy on logits (focal with `loss.name: focal`), with label
     smoothing and optional class weights."""
     from ftk.losses import WeightedCrossEntropy
 
     focal = config["loss"]["name"] == "focal"
     return WeightedCrossEntropy(
-        num_classes=label_space.num_classes,
-        multi_label=label_space.multi_label,
+        num_classes=space.num_classes,
+        multi_label=space.multi_label,
         label_smoothing=float(config["loss"]["label_smoothing"]),
-        class_weights=class_weight_vector(label_space, config, class_counts),
+        class_weights=class_weight_vector(space, config),
         focal_gamma=float(config["loss"]["focal_gamma"]) if focal else 0.0,
         name="focal" if focal else "cross_entropy",
     )
 
 
-def build_classification_metrics(label_space: LabelSpace, config: Mapping[str, Any]) -> list:
+def build_classification_metrics(space: ClassSpace) -> list:
     import tf_keras as keras
 
-    if label_space.multi_label:
+    if space.multi_label:
         return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]
     metrics = [keras.metrics.MeanMetricWrapper(_top_k_hits(1), name="accuracy")]
-    if label_space.num_classes > 5:
+    if space.num_classes > 5:
         metrics.append(keras.metrics.MeanMetricWrapper(_top_k_hits(5), name="top5_accuracy"))
     return metrics
 
@@ -93,11 +208,10 @@ def _top_k_hits(k: int) -> Any:
     return hits
 
 
-def evaluate_classification(targets: np.ndarray, outputs: np.ndarray,
-                            label_space: LabelSpace, config: Mapping[str, Any]) -> dict:
+def evaluate_classification(targets: np.ndarray, outputs: np.ndarray, space: ClassSpace) -> dict:
     """Accuracy, F1 (macro; micro too for multi-label), per-class P/R, confusion."""
-    classes = list(label_space.classes)
-    if label_space.multi_label:
+    classes = list(space.classes)
+    if space.multi_label:
         predicted = (outputs > 0.0).astype(np.int64)
         truth = targets.astype(np.int64)
         tp = (predicted & truth).sum(0)
@@ -146,60 +260,112 @@ def _per_class(classes: list[str], precision: Any, recall: Any, f1: Any, support
     }
 
 
-def postprocess_classification(outputs: Any, label_space: LabelSpace,
-                               config: Mapping[str, Any]) -> dict:
+def postprocess_classification(outputs: Any, space: ClassSpace) -> dict:
     """Logits to `label`, `score` and `scores` (plus a `predicted` mask if multi-label)."""
     import tensorflow as tf
 
-    classes = tf.constant(list(label_space.classes))
+    classes = tf.constant(list(space.classes))
     outputs = tf.cast(outputs, tf.float32)
-    scores = tf.sigmoid(outputs) if label_space.multi_label else tf.nn.softmax(outputs, -1)
+    scores = tf.sigmoid(outputs) if space.multi_label else tf.nn.softmax(outputs, -1)
     best = tf.argmax(scores, axis=-1)
     result = {"label": tf.gather(classes, best), "score": tf.reduce_max(scores, -1),
               "scores": scores}
-    if label_space.multi_label:
+    if space.multi_label:
         result["predicted"] = scores > 0.5
     return result
 
 
-def format_classification(row: Mapping[str, Any], label_space: LabelSpace) -> dict:
+def format_classification(row: Mapping[str, Any], space: ClassSpace) -> dict:
     """One example's postprocessed outputs as JSON-ready values."""
-    scores = {name: round(float(s), 6) for name, s in zip(label_space.classes, row["scores"])}
+    scores = {name: round(float(s), 6) for name, s in zip(space.classes, row["scores"])}
     result: dict[str, Any] = {"label": _text(row["label"]), "score": round(float(row["score"]), 6)}
-    if label_space.multi_label:
-        result["labels"] = [n for n, hit in zip(label_space.classes, row["predicted"]) if hit]
+    if space.multi_label:
+        result["labels"] = [n for n, hit in zip(space.classes, row["predicted"]) if hit]
     result["scores"] = scores
     return result
 
 
-def write_classification_artifacts(metrics: Mapping[str, Any], label_space: LabelSpace,
-                                   run_dir: Path) -> None:
+def confusion_matrix_report(metrics: Mapping[str, Any], space: ClassSpace, run: Any) -> None:
     """`confusion_matrix.csv` and `plots/confusion_matrix.png` for single-label runs."""
     if "confusion_matrix" not in metrics:
         return
     matrix = np.asarray(metrics["confusion_matrix"])
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["true \\ predicted", *label_space.classes])
-    for name, row in zip(label_space.classes, matrix):
+    writer.writerow(["true \\ predicted", *space.classes])
+    for name, row in zip(space.classes, matrix):
         writer.writerow([name, *row.tolist()])
-    write_text_atomic(run_dir / "confusion_matrix.csv", buffer.getvalue())
-    from ftk.plots import plot_confusion_matrix
+    run.write_text("confusion_matrix.csv", buffer.getvalue())
+    run.write_bytes("plots/confusion_matrix.png", confusion_matrix_png(matrix, space.classes))
 
-    plot_confusion_matrix(matrix, label_space.classes, run_dir / "plots" / "confusion_matrix.png")
+
+def confusion_matrix_png(matrix: np.ndarray, classes: Sequence[str]) -> bytes:
+    from ftk.plots import png_bytes, pyplot
+
+    plt = pyplot()
+    size = max(4.0, 0.6 * len(classes) + 2)
+    fig, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, col), value in np.ndenumerate(matrix):
+        axis.text(col, row, str(value), ha="center", va="center",
+                  color="white" if value > threshold else "black")
+    return png_bytes(fig)
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-# The Task fields every classification plugin takes as they are:
-# `ftk.Task(name=..., read_data=..., ..., **classification.TASK_FIELDS)`.
-TASK_FIELDS: dict[str, Any] = {
-    "build_loss": build_classification_loss,
-    "build_metrics": build_classification_metrics,
-    "evaluate": evaluate_classification,
-    "postprocess": postprocess_classification,
-    "format_prediction": format_classification,
-    "write_artifacts": write_classification_artifacts,
-}
+class ClassificationTask(Task):
+    """A task whose targets are classes: single-label (a class name per
+    example) or multi-label (a list of names).
+
+    Subclasses define `read_data`, `build_preprocessor` and `build_head`; the
+    head returns one logit per class (`self.space.num_classes`). This class
+    gives the class space, a stratified validation split, cross-entropy or
+    focal loss with label smoothing and class weights, accuracy metrics,
+    whole-set evaluation (accuracy, macro F1, per-class precision/recall,
+    confusion matrix), labels and scores as predictions, and the confusion
+    matrix report.
+    """
+
+    defaults: ClassVar[Mapping[str, Any]] = CLASSIFICATION_CONFIG
+    config_types: ClassVar[Mapping[str, Any]] = CLASSIFICATION_TYPES
+    config_choices: ClassVar[Mapping[str, tuple[Any, ...]]] = CLASSIFICATION_CHOICES
+    space_type = ClassSpace
+    metric_directions: ClassVar[Mapping[str, str]] = {
+        "accuracy": "max", "top5_accuracy": "max"}
+    space: ClassSpace
+
+    def split_validation(self, examples: Examples, fraction: float,
+                         seed: int) -> tuple[Examples, Examples]:
+        return stratified_split(examples, fraction, seed)
+
+    def encode_targets(self, examples: Examples) -> np.ndarray:
+        encoded = self.space.encode(examples.targets, examples.source)
+        if not self.space.multi_label:
+            warn_missing_classes(examples, self.space)
+        return encoded
+
+    def build_loss(self) -> Any:
+        return build_classification_loss(self.space, self.config)
+
+    def build_metrics(self) -> list:
+        return build_classification_metrics(self.space)
+
+    def evaluate(self, targets: Any, outputs: Any) -> dict[str, Any]:
+        return evaluate_classification(targets, outputs, self.space)
+
+    def postprocess(self, outputs: Any, features: Any) -> dict[str, Any]:
+        return postprocess_classification(outputs, self.space)
+
+    def format_prediction(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return format_classification(row, self.space)
+
+    def write_reports(self, metrics: Mapping[str, Any], run: Any) -> None:
+        confusion_matrix_report(metrics, self.space, run)

@@ -47,7 +47,10 @@ class FtkGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Fine-tune TF Hub backbones on text, image and detection tasks."""
+    from ftk.log import configure_cli_logging
+
     ctx.ensure_object(dict)["debug"] = debug
+    configure_cli_logging(debug)
 
 
 @cli.command()
@@ -181,6 +184,10 @@ def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
 
 def main() -> None:
     """Console-script entry point: add plugin commands, then run."""
+    if "--debug" not in sys.argv:
+        from ftk.log import filter_native_noise
+
+        filter_native_noise()
     try:
         from ftk.registry import build_registry, register_commands
 

@@ -114,6 +114,36 @@ def resolve(
     return config
 
 
+def check_values(config: Mapping[str, Any]) -> None:
+    """Value checks of the engine's keys (types and choices are checked while
+    merging); run before any data is read.
+
+    Raises:
+        ConfigError: naming the key, what it must be and what it is.
+    """
+    import math
+
+    train, data = config["train"], config["data"]
+    rules = [
+        ("train.epochs", train["epochs"] >= 1, "at least 1"),
+        ("train.batch_size", train["batch_size"] >= 1, "at least 1"),
+        ("train.learning_rate", math.isfinite(train["learning_rate"]) and train["learning_rate"] > 0,
+         "a finite number above 0"),
+        ("train.weight_decay", train["weight_decay"] >= 0, "0 or more"),
+        ("train.warmup_ratio", 0 <= train["warmup_ratio"] <= 1, "between 0 and 1"),
+        ("train.backbone_lr_multiplier", train["backbone_lr_multiplier"] > 0, "above 0"),
+        ("train.head_epochs", train["head_epochs"] >= 0, "0 or more"),
+        ("train.early_stopping_patience",
+         train["early_stopping_patience"] is None or train["early_stopping_patience"] >= 1,
+         "at least 1 (or null for no early stopping)"),
+        ("train.cache_memory_mb", train["cache_memory_mb"] >= 0, "0 or more"),
+        ("data.validation_split", 0 <= data["validation_split"] < 1, "at least 0 and below 1"),
+    ]
+    for key, valid, expected in rules:
+        if not valid:
+            raise ConfigError(f"{key} must be {expected}. Received: {get(config, key)!r}")
+
+
 def load_yaml_file(path: str | Path) -> dict[str, Any]:
     """Read one YAML config file, with errors naming the file and line."""
     path = Path(path)

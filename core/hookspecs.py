@@ -26,16 +26,24 @@ def ftk_register_tasks(register: Callable[[Task], None]) -> None:
     """Register fine-tuning tasks.
 
     Called once when the plugin registry is built, before any command runs.
-    Must not build models or import TensorFlow: keep the factories lazy.
+    Must not build models or import TensorFlow: builders import what they
+    need when the engine calls them. Each class is checked when registered
+    (`ftk.testing.check_task` lists the same problems); an invalid one stops
+    the command with an error naming the plugin and the field.
 
     Args:
-        register: call it with one `ftk.Task` per task the plugin provides.
+        register: call it with each `ftk.Task` subclass the plugin provides.
 
     Example:
         ```python
+        class Sentiment(ftk.classification.ClassificationTask):
+            name = "sentiment"
+            default_backbone = "minilm-l6"
+            ...
+
         @ftk.hookimpl
         def ftk_register_tasks(register):
-            register(ftk.Task(name="sentiment", default_backbone="minilm-l6", ...))
+            register(Sentiment)
         ```
     """
 
@@ -44,9 +52,10 @@ def ftk_register_tasks(register: Callable[[Task], None]) -> None:
 def ftk_register_backbones(register: Callable[[Backbone], None]) -> None:
     """Register named backbone presets.
 
-    Called once when the plugin registry is built. A preset names a TF Hub
-    handle, a local SavedModel, or a `pull` function that builds Hub-format
-    SavedModels into ftk's cache (for weights shipped in a package).
+    Called once when the plugin registry is built, before `ftk_register_tasks`.
+    A preset names a TF Hub handle, a local SavedModel, or a `pull` function
+    that builds Hub-format SavedModels into ftk's cache (for weights shipped in
+    a package). Each preset is checked when registered.
 
     Args:
         register: call it with one `ftk.Backbone` per preset.

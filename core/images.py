@@ -7,11 +7,14 @@ export. Pixels are float32 in [0, 1], the tf.hub image convention.
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from ftk.errors import ConfigError, DataError
+import numpy as np
+
+from ftk.errors import ConfigError, DataError, FtkError
+from ftk.preprocessor import Preprocessor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 DEFAULT_IMAGE_SIZE = 224
@@ -22,6 +25,7 @@ IMAGE_CONFIG: dict[str, Any] = {
     "backbone": {"image_size": None},
 }
 IMAGE_TYPES: dict[str, Any] = {"backbone.image_size": int}
+log = logging.getLogger(__name__)
 
 
 def is_image_file(path: Path) -> bool:
@@ -75,8 +79,7 @@ def check_images(paths: Sequence[str], *, skip_bad: bool, source: str) -> list[i
             "data.skip_bad_files: true to skip them."
         )
     if bad:
-        print(f"Skipped {len(bad)} unreadable image(s) in {source} (data.skip_bad_files).",
-              file=sys.stderr)
+        log.warning(f"Skipped {len(bad)} unreadable image(s) in {source} (data.skip_bad_files).")
     return [i for i in range(len(paths)) if i in readable]
 
 
@@ -134,25 +137,25 @@ def _signature_size(backbone: Any) -> int | None:
     return None
 
 
-class ImagePreprocessor:
+class ImagePreprocessor(Preprocessor):
     """Turns image inputs into backbone-sized float pixels.
 
     Used three ways: `load_example` reads a file inside tf.data (with the
     task's train-time augmentation), `__call__` decodes a batch of encoded
-    images in the exported model, and `from_pixels` resizes a float batch for
-    the export's pixel signature. Tasks subclass it to add augmentation.
+    images in the exported model, and the `pixels` input form resizes a float
+    batch for the export's `serving_pixels` signature. Tasks subclass it to
+    add augmentation (`augment`), and say whether they do (`augmentation`).
     """
 
-    input_kind = "image"
+    per_example = True
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, augmentation: Mapping[str, Any] | None = None):
         self.size = size
+        self.augmentation = augmentation
 
     @property
-    def augments(self) -> bool:
-        """Whether training inputs differ from epoch to epoch (train-time
-        augmentation); when they do not, a frozen backbone's outputs are cached."""
-        return getattr(self, "augmentation", None) is not None
+    def augments(self) -> bool:  # type: ignore[override]
+        return self.augmentation is not None
 
     def __call__(self, encoded: Any) -> Any:
         import tensorflow as tf
@@ -163,6 +166,12 @@ class ImagePreprocessor:
 
     def from_pixels(self, images: Any) -> Any:
         return resize(images, self.size)
+
+    def extra_inputs(self) -> dict[str, tuple[Any, Callable[[Any], Any]]]:
+        import tensorflow as tf
+
+        return {"pixels": (tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
+                           self.from_pixels)}
 
     def load_example(self, path: Any, target: Any, seed: Any, training: bool) -> tuple[Any, Any]:
         """Read and decode one file; `seed` ([2] int64) drives augmentation."""
@@ -176,3 +185,37 @@ class ImagePreprocessor:
     def augment(self, image: Any, target: Any, seed: Any) -> tuple[Any, Any]:
         """Train-time transform of one decoded image; none by default."""
         return resize(image, self.size), target
+
+
+def prediction_batches(inputs: Any, batch_size: int) -> Iterator[tuple[str, Any]]:
+    """Image tasks' `Task.prediction_batches`: file paths and encoded bytes go
+    in batches to `serving_default`, each array alone to `serving_pixels`."""
+    items = [inputs] if isinstance(inputs, (str, bytes, Path)) else list(inputs)
+    start = 0
+    while start < len(items):
+        if isinstance(items[start], np.ndarray):
+            yield "pixels", pixels(items[start])[None]
+            start += 1
+            continue
+        end = start
+        while end < len(items) and end - start < batch_size and not isinstance(items[end], np.ndarray):
+            end += 1
+        yield "", [item if isinstance(item, bytes) else read_image_bytes(item)
+                   for item in items[start:end]]
+        start = end
+
+
+def pixels(array: np.ndarray) -> np.ndarray:
+    """An image array as float32 `[H, W, 3]` in [0, 1]."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise FtkError(f"An image array must be [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]. "
+                       f"Received shape {array.shape}.")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    array = array[..., :3]
+    if np.issubdtype(array.dtype, np.integer):
+        return (array / 255.0).astype(np.float32)
+    return array.astype(np.float32)

@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterable, Sequence
 import pluggy
 
 from ftk import hookspecs
-from ftk.backbone import Backbone
+from ftk.backbone import Backbone, backbone_problems
 from ftk.errors import FtkError, PluginError
-from ftk.task import Task
+from ftk.task import Task, task_problems
 
 ENTRY_POINT_GROUP = "ftk"
 # Loaded even with FTK_DISABLE_PLUGIN_AUTOLOAD=1, which only turns off
@@ -44,12 +44,12 @@ class Registry:
 
     manager: pluggy.PluginManager
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
-    tasks: dict[str, Task] = field(default_factory=dict)
+    tasks: dict[str, type[Task]] = field(default_factory=dict)
     backbones: dict[str, Backbone] = field(default_factory=dict)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
 
-    def task(self, name: str) -> Task:
-        """The task called `name`, or an error listing the known ones."""
+    def task(self, name: str) -> type[Task]:
+        """The task class called `name`, or an error listing the known ones."""
         if name not in self.tasks:
             known = ", ".join(sorted(self.tasks)) or "none"
             raise FtkError(
@@ -91,8 +91,9 @@ def build_registry(extra_plugins: Sequence[str] = ()) -> Registry:
     for module in [m for m in env_plugins if m] + list(extra_plugins):
         if module not in {info.module for info in registry.plugins.values()}:
             _load(registry, module, module, lambda m=module: importlib.import_module(m), None)
-    _collect(registry, "ftk_register_backbones", "backbone", registry.backbones)
-    _collect(registry, "ftk_register_tasks", "task", registry.tasks)
+    _check_hook_names(registry)
+    _collect(registry, "ftk_register_backbones", "backbone", registry.backbones, backbone_problems)
+    _collect(registry, "ftk_register_tasks", "task", registry.tasks, task_problems)
     return registry
 
 
@@ -131,12 +132,42 @@ def _hookimpls_of(manager: pluggy.PluginManager, plugin: Any) -> Iterable[Any]:
         yield caller
 
 
-def _collect(registry: Registry, hook_name: str, kind: str, target: dict) -> None:
-    """Call one register-hook plugin by plugin, so every name has an owner."""
+def _check_hook_names(registry: Registry) -> None:
+    """A hook implementation matching no spec (a misspelt hook) is an error,
+    not a function ftk silently never calls."""
+    try:
+        registry.manager.check_pending()
+    except pluggy.PluginValidationError as error:
+        name = registry.manager.get_name(error.plugin) or str(error.plugin)
+        unknown = sorted(caller.name for caller in _pending(registry, error.plugin))
+        known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("ftk_")))
+        raise PluginError(
+            f"Plugin {name!r} implements {', '.join(unknown) or 'a hook'}, which is not an ftk "
+            f"hook. Known hooks: {known}. Check the spelling."
+        ) from None
+
+
+def _pending(registry: Registry, plugin: Any) -> list[Any]:
+    """The plugin's hook implementations that no spec claims."""
+    return [caller for caller in registry.manager.get_hookcallers(plugin) or []
+            if not caller.has_spec()]
+
+
+def _collect(registry: Registry, hook_name: str, kind: str, target: dict,
+             problems_of: Callable[[Any], list[str]]) -> None:
+    """Call one register-hook plugin by plugin, so every name has an owner,
+    validating each object as it is registered."""
     for impl in getattr(registry.manager.hook, hook_name).get_hookimpls():
         plugin_name = impl.plugin_name
 
         def register(obj: Any, _plugin: str = plugin_name) -> None:
+            problems = problems_of(obj)
+            if problems:
+                label = getattr(obj, "name", None) or repr(obj)
+                raise PluginError(
+                    f"Plugin {_plugin!r} registered an invalid {kind} {label!r}: "
+                    f"{'; '.join(problems)}."
+                )
             name = obj.name
             if name in target:
                 other = registry.owner[(kind, name)]

@@ -1,153 +1,144 @@
-"""The run directory and atomic writes: a crash never leaves a half-written file."""
+"""The run directory: one object owns every path of a run and every write into it.
+
+Everything a run leaves on disk goes through `RunDirectory`: the config, the
+task's target files (`labels.txt`), checkpoints, history, TensorBoard logs,
+the export, metrics, plots and a task's reports. Each write is atomic (see
+`ftk.atomic`). A run directory built with `writes=False` writes nothing, and
+its staged folders vanish after use: the switch that lets only one process of
+a multi-process job write the run.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
-from datetime import datetime
-from pathlib import Path
 from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
+from ftk.atomic import building_dir, write_bytes_atomic
 from ftk.errors import FtkError
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` (UTF-8) to a temp file beside `path`, then rename it into place."""
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes files private (0600)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+class RunDirectory:
+    """The folder of one run and the only writer into it.
 
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def replace_dir_atomic(staging: Path, target: Path) -> None:
-    """Move a fully written folder into place, keeping the old one until then.
-
-    A folder rename cannot overwrite a non-empty folder, so the old one steps
-    aside first, and comes back if the new one cannot be moved in.
-    """
-    target = Path(target)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    try:
-        Path(staging).rename(target)
-    except OSError:
-        if old.exists():
-            old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextmanager
-def building_dir(target: str | Path, marker: str) -> Iterator[Path]:
-    """Build a folder beside `target`; it replaces `target` when the block ends
-    without error, and vanishes when it raises.
-
-    `target` may only be missing, empty, or an earlier output holding `marker`
-    (see `check_replaceable`).
+    Args:
+        path: the folder (it exists, or is created on the first write).
+        writes: False for a process that must leave the folder alone.
 
     Example:
         ```python
-        with building_dir(output_dir, "backbone.json") as staging:
-            write_model(staging / "encoder")
-            (staging / "backbone.json").write_text("{}")
+        run.write_text("confusion_matrix.csv", table)
+        run.write_bytes("plots/confusion_matrix.png", png)
+        with run.building("export") as staging:
+            tf.saved_model.save(module, str(staging))
         ```
     """
-    target = Path(target).resolve()  # so that "." or ".." have a parent and name
-    check_replaceable(target, marker)
-    staging = staging_dir(target)
-    try:
-        yield staging
-        replace_dir_atomic(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
+    def __init__(self, path: str | Path, *, writes: bool = True):
+        self.path = Path(path)
+        self.writes = writes
 
-def check_replaceable(target: Path, marker: str) -> None:
-    """Refuse to replace a folder that is not an earlier output of ours.
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
 
-    `target` may be missing or empty; otherwise it must hold `marker`, the file
-    every output of this kind carries, so a user's unrelated folder is never
-    deleted.
-    """
-    target = Path(target)
-    if not target.exists():
-        return
-    if not target.is_dir():
-        raise FtkError(f"{target} exists and is not a folder; choose another output folder.")
-    if any(target.iterdir()) and not (target / marker).is_file():
-        raise FtkError(f"{target} is a non-empty folder without {marker}, so it is not an "
-                       "earlier output of this command; choose an empty or new folder.")
+    @classmethod
+    def create(cls, output_dir: str | Path | None, task: str, *, resume: bool,
+               overwrite: bool) -> "RunDirectory":
+        """The run directory for `ftk run`, refusing to mix a new run into an old one.
 
-
-def staging_dir(target: Path) -> Path:
-    """An empty temp folder beside `target`, for `replace_dir_atomic`."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes folders private (0700)
-    return staging
-
-
-def prepare_run_dir(output_dir: str | None, task: str, *, resume: bool, overwrite: bool) -> Path:
-    """Create the run directory, refusing to mix a new run into an old one.
-
-    Args:
-        output_dir: `--output`; None means `runs/<task>-<timestamp>`.
-        task: the task name, for the default folder name.
-        resume: continue the run already in `output_dir`.
-        overwrite: delete what `output_dir` holds and start afresh.
-    """
-    if output_dir is None:
+        Args:
+            output_dir: `--output`; None means `runs/<task>-<timestamp>`.
+            task: the task name, for the default folder name.
+            resume: continue the run already in `output_dir`.
+            overwrite: delete what `output_dir` holds and start afresh.
+        """
+        if output_dir is None:
+            if resume:
+                raise FtkError("--resume needs --output RUN_DIR naming the run to continue.")
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            path = Path("runs") / f"{task}-{stamp}"
+            suffix = 1
+            while path.exists():
+                suffix += 1
+                path = Path("runs") / f"{task}-{stamp}-{suffix}"
+        else:
+            path = Path(output_dir)
+        run = cls(path)
         if resume:
-            raise FtkError("--resume needs --output RUN_DIR naming the run to continue.")
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"{task}-{stamp}"
-        suffix = 1
-        while run_dir.exists():
-            suffix += 1
-            run_dir = Path("runs") / f"{task}-{stamp}-{suffix}"
-    else:
-        run_dir = Path(output_dir)
-    if resume:
-        if not (run_dir / "checkpoints" / "last").exists():
-            raise FtkError(
-                f"Cannot resume: {run_dir} has no checkpoints/last. Start a new run "
-                "without --resume, or point --output at an earlier run."
-            )
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise FtkError(
-                f"Output folder {run_dir} is not empty. Pass --resume to continue that "
-                "run, --overwrite to replace it, or choose another --output."
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+            if not (run.checkpoints / "last").exists():
+                raise FtkError(
+                    f"Cannot resume: {path} has no checkpoints/last. Start a new run "
+                    "without --resume, or point --output at an earlier run."
+                )
+            return run
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                raise FtkError(
+                    f"Output folder {path} is not empty. Pass --resume to continue that "
+                    "run, --overwrite to replace it, or choose another --output."
+                )
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    # Paths. Folders other writers fill (TensorBoard, tf.data snapshots) are
+    # handed out as paths; files are written through the methods below.
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def export(self) -> Path:
+        return self.path / "export"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def cache(self) -> Path:
+        """Scratch space for this run's feature cache; removed after training."""
+        return self.path / "cache"
+
+    def file(self, relative: str) -> Path:
+        """The path of `relative` inside the run (for reading)."""
+        parts = PurePosixPath(relative).parts
+        if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
+            raise ValueError(f"A run file is a relative path inside the run. Received: {relative!r}")
+        return self.path.joinpath(*parts)
+
+    def read_json(self, relative: str) -> Any:
+        return json.loads(self.file(relative).read_text(encoding="utf-8"))
+
+    # Writes.
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        target = self.file(relative)
+        if self.writes:
+            write_bytes_atomic(target, data)
+        return target
+
+    def write_text(self, relative: str, text: str) -> Path:
+        return self.write_bytes(relative, text.encode("utf-8"))
+
+    def write_json(self, relative: str, data: Any) -> Path:
+        return self.write_text(relative, json.dumps(data, indent=2) + "\n")
+
+    @contextmanager
+    def building(self, relative: str) -> Iterator[Path]:
+        """A staging folder that replaces the run's folder `relative` when the
+        block ends without error (a process that does not write gets a
+        temporary folder, removed after)."""
+        if not self.writes:
+            with tempfile.TemporaryDirectory(prefix="ftk-unwritten-") as scratch:
+                yield Path(scratch)
+            return
+        with building_dir(self.file(relative)) as staging:
+            yield staging

@@ -1,5 +1,6 @@
-"""Export: a SavedModel whose signatures take raw inputs (strings or encoded
-image bytes) and run preprocessing, the model and postprocessing inside."""
+"""Export: a SavedModel whose signatures take raw inputs (a 1-D string tensor:
+texts or encoded files) and run preprocessing, the model and postprocessing
+inside."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ from typing import Any, Callable, Mapping
 
 import tensorflow as tf
 
-from ftk.labels import LabelSpace
-from ftk.rundir import replace_dir_atomic, staging_dir
-
 METADATA_FILE = "ftk.json"
 
 
@@ -19,9 +17,8 @@ class ServingModule(tf.Module):
     """Raw inputs in; `serving_default` gives predictions, `raw_outputs` the
     model's outputs (logits), which `ftk evaluate` scores.
 
-    Raw inputs are strings: texts, or encoded images. A preprocessor with
-    `from_pixels` (image tasks) adds `serving_pixels` and `raw_outputs_pixels`
-    over float32 `[B, H, W, 3]` images in [0, 1].
+    Each of the preprocessor's `extra_inputs` (image tasks: `pixels`, float32
+    `[B, H, W, 3]` in [0, 1]) adds `serving_NAME` and `raw_outputs_NAME`.
     """
 
     def __init__(self, model: Any, preprocessor: Any, postprocess: Callable[[Any, Any], dict]):
@@ -34,24 +31,26 @@ class ServingModule(tf.Module):
         self.preprocessor = preprocessor
         self._model_call = lambda features: model(features, training=False)
         self._postprocess = postprocess
-        spec = [tf.TensorSpec([None], tf.string, name="inputs")]
-        self.serve = tf.function(lambda inputs: self._serve(preprocessor(inputs)),
-                                 input_signature=spec)
-        self.raw_outputs = tf.function(lambda inputs: self._raw_outputs(preprocessor(inputs)),
-                                       input_signature=spec)
-        if hasattr(preprocessor, "from_pixels"):
-            pixels = [tf.TensorSpec([None, None, None, 3], tf.float32, name="images")]
-            self.serve_pixels = tf.function(
-                lambda images: self._serve(preprocessor.from_pixels(images)), input_signature=pixels)
-            self.raw_outputs_pixels = tf.function(
-                lambda images: self._raw_outputs(preprocessor.from_pixels(images)),
-                input_signature=pixels)
+        self._signatures = {}
+        forms = {"": (tf.TensorSpec([None], tf.string, name="inputs"), preprocessor)}
+        forms.update(preprocessor.extra_inputs())
+        for form, (spec, to_features) in forms.items():
+            suffix = f"_{form}" if form else ""
+            serve = tf.function(self._through(to_features, self._serve), input_signature=[spec])
+            raw = tf.function(self._through(to_features, self._raw_outputs), input_signature=[spec])
+            # Attributes, so that the loaded module has them as functions too.
+            setattr(self, f"serve{suffix}", serve)
+            setattr(self, f"raw_outputs{suffix}", raw)
+            self._signatures[f"serving_{form}" if form else "serving_default"] = serve
+            self._signatures[f"raw_outputs{suffix}"] = raw
 
     def signature_map(self) -> dict[str, Any]:
         """The exported signatures by name."""
-        names = {"serving_default": "serve", "raw_outputs": "raw_outputs",
-                 "serving_pixels": "serve_pixels", "raw_outputs_pixels": "raw_outputs_pixels"}
-        return {name: getattr(self, attr) for name, attr in names.items() if hasattr(self, attr)}
+        return dict(self._signatures)
+
+    @staticmethod
+    def _through(to_features: Callable[[Any], Any], then: Callable[[Any], Any]) -> Callable:
+        return lambda inputs: then(to_features(inputs))
 
     def _serve(self, features: Any) -> dict[str, tf.Tensor]:
         return self._postprocess(self._model_call(features), features)
@@ -60,16 +59,16 @@ class ServingModule(tf.Module):
         return {"outputs": self._model_call(features)}
 
 
-def export_saved_model(model: Any, preprocessor: Any, postprocess: Callable[[Any, Any], dict],
-                       target: Path, metadata: Mapping[str, Any], label_space: LabelSpace) -> Path:
-    """Write the serving SavedModel plus `ftk.json` and `labels.txt`, atomically."""
+def write_export(folder: Path, model: Any, preprocessor: Any,
+                 postprocess: Callable[[Any, Any], dict], metadata: Mapping[str, Any],
+                 files: Mapping[str, str]) -> None:
+    """Write the serving SavedModel, `ftk.json` and the target space's files
+    (`labels.txt`) into `folder` (a staging folder the caller moves into place)."""
     module = ServingModule(model, preprocessor, postprocess)
-    staging = staging_dir(target)
-    tf.saved_model.save(module, str(staging), signatures=module.signature_map())
-    (staging / METADATA_FILE).write_text(json.dumps(dict(metadata), indent=2), encoding="utf-8")
-    (staging / "labels.txt").write_text("\n".join(label_space.classes) + "\n", encoding="utf-8")
-    replace_dir_atomic(staging, target)
-    return Path(target)
+    tf.saved_model.save(module, str(folder), signatures=module.signature_map())
+    (folder / METADATA_FILE).write_text(json.dumps(dict(metadata), indent=2), encoding="utf-8")
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
 
 
 def read_metadata(export_dir: Path) -> dict[str, Any]:

@@ -1,9 +1,28 @@
-"""What a task plugin registers: the builders that differ from task to task."""
+"""The task contract: what a task plugin defines, and what the engine calls.
+
+A task is a subclass of `ftk.Task`. It defines four builders (`read_data`,
+`build_preprocessor`, `build_head`, `build_loss`); everything else has a
+working default. The engine makes one task object per run, holding the resolved
+config (`self.config`) and, once the training data is read, the target space
+(`self.space`), so builders take only what differs between calls.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
+
+from ftk.errors import FtkError
+from ftk.targets import RealSpace, TargetSpace
+
+if TYPE_CHECKING:
+    from ftk.preprocessor import Preprocessor
+    from ftk.rundir import RunDirectory
+
+DIRECTIONS = ("min", "max")
+EVALUATE_ON = ("raw_outputs", "predictions")
+ENGINE_SECTIONS = ("task", "data", "backbone", "head", "loss", "train", "output_dir")
 
 
 @dataclass(frozen=True)
@@ -11,123 +30,236 @@ class Examples:
     """Raw examples read from one data source.
 
     Attributes:
-        inputs: one raw input per example, as the task's preprocessor takes it
-            (text for text tasks, file paths or encoded bytes for image tasks).
-        labels: one label per example: a class name, or a list of class names
-            for multi-label data.
+        inputs: one raw input per example, as the preprocessor takes it (a
+            text, a file path).
+        targets: one raw target per example, as the target space encodes it
+            (a class name, a number, a record of boxes).
         source: where they came from, for error messages.
-        classes: every class the source declares, in order, when it declares
-            them (COCO categories); None to take the classes seen in labels.
+        declared: what the source itself declares about its targets, if
+            anything (the categories of a COCO file), for the target space.
     """
 
     inputs: Sequence[Any]
-    labels: Sequence[Any]
+    targets: Sequence[Any]
     source: str = ""
-    classes: Sequence[str] | None = None
+    declared: Any = None
 
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def subset(self, indices: Sequence[int], part: str) -> "Examples":
+        """The examples at `indices`, named `source (part)`."""
+        return replace(self, inputs=[self.inputs[i] for i in indices],
+                       targets=[self.targets[i] for i in indices],
+                       source=f"{self.source} ({part} part)")
 
-@dataclass(frozen=True)
+
 class Task:
-    """A fine-tuning task: a small set of builders the engine calls in order.
+    """Base class of fine-tuning tasks.
 
-    Every builder is called lazily, at run time, so registering a task builds no
-    model and imports no TensorFlow. `config` holds the task's own config keys
-    and defaults, merged over the engine's (see `ftk config TASK`).
-
-    Attributes:
-        name: the name users pass to `--task`.
-        default_backbone: preset name, handle or path used when none is given.
-        read_data: `(path, config) -> Examples` for one data file or folder.
-        build_preprocessor: `(backbone, label_space, config) -> fn` where `fn`
-            maps a batch of raw inputs (a tf.Tensor) to the backbone's input
-            features. It runs in tf.data during training and inside the exported
-            serving signature. Optional methods on it: `load_example(raw, target,
-            seed, training)` works per example before batching instead (image
-            files of different sizes), `augment_batch(features, targets, seed)`
-            transforms training batches, `from_pixels(images)` adds float-image
-            export signatures, and `input_kind` (`"text"` or `"image"`) tells
-            `ftk.load(...).predict` how to read inputs.
-        build_head: `(backbone, label_space, config) -> layer`; the layer is
-            called as `layer(backbone_outputs, features, training=...)`.
-        build_loss: `(label_space, config, class_counts) -> keras loss`;
-            `class_counts` holds training examples per class.
-        build_metrics: `(label_space, config) -> list of keras metrics` shown
-            during training.
-        evaluate: `(targets, outputs, label_space, config) -> dict` computing the
-            final metrics over a whole evaluation set (numpy arrays in and out).
-        postprocess: `(outputs, label_space, config) -> dict of tensors`, turning
-            model outputs into predictions inside the exported model. If it
-            takes a `features` keyword it also gets the preprocessed inputs
-            (e.g. the original image sizes, to scale boxes back).
-        config: the task's config keys with their defaults, as nested dicts.
+    Class attributes:
+        name: what users pass to `--task`.
+        default_backbone: preset name, handle or path used without `--backbone`.
+        description, head_name, loss_name: shown by `ftk tasks`.
+        defaults: the task's config keys and defaults (nested dicts inside the
+            engine's sections), merged over the engine's; `ftk config TASK`
+            prints the result. A task's default monitor goes in
+            `defaults["train"]["monitor"]`.
         config_types: types of task keys whose default is None, by dotted path.
-        config_choices: allowed values of task keys, by dotted path.
-        format_prediction: `(row, label_space) -> dict` turning one example's
-            postprocessed outputs (numpy values) into JSON-ready predictions.
-        prediction_inputs: `(values, config) -> list` turning what a user passes
-            to `ftk predict` (literal inputs or file paths) into raw inputs.
-        write_artifacts: `(metrics, label_space, run_dir) -> None` writing extra
-            reports (tables, plots) after the final evaluation.
-        demo_data: `(folder) -> {"train": path, "validation": path, "test": path}`
-            writing or locating built-in demo data for the quickstart.
-        build_label_space: `(examples) -> LabelSpace` from the training
-            examples; by default the sorted class names seen in their labels.
-        encode_targets: `(labels, label_space, source) -> targets`, an array
-            with one row per example that training, the loss and `evaluate`
-            see; by default class indices (multi-hot rows for multi-label).
+        config_choices: allowed values of keys, by dotted path.
+        space_type: the `ftk.TargetSpace` subclass of the task's targets
+            (`RealSpace`, numbers, by default).
+        metric_directions: `"min"` or `"max"` for each metric the task
+            reports during training, by name; `loss` is always `"min"`. A
+            `train.monitor` naming a metric without a direction is refused.
         evaluate_on: what `evaluate` scores: `"raw_outputs"` (the model's
-            outputs, e.g. logits) or `"predictions"` (the postprocessed outputs
-            of the export's `serving_default`, a dict of arrays, e.g. boxes
-            after non-maximum suppression).
-        write_samples: `(predictor, examples, run_dir) -> None`, called after
-            the final evaluation with the evaluated examples, e.g. to draw a
-            few predictions into `run_dir/plots`.
-        draw_prediction: `(input, prediction, path) -> None` writing a picture
-            of one prediction; enables `ftk predict --draw DIR`.
-        head_name, loss_name: short descriptions for `ftk tasks`.
-        description: one line for `ftk tasks`.
+            outputs) or `"predictions"` (the export's postprocessed outputs).
+
+    Example:
+        ```python
+        class Sentiment(ftk.Task):
+            name = "sentiment"
+            default_backbone = "minilm-l6"
+
+            def read_data(self, path): ...
+            def build_preprocessor(self, backbone): ...
+            def build_head(self, backbone): ...
+            def build_loss(self): ...
+        ```
     """
 
-    name: str
-    default_backbone: str
-    read_data: Callable[..., Examples]
-    build_preprocessor: Callable[..., Callable]
-    build_head: Callable[..., Any]
-    build_loss: Callable[..., Any]
-    evaluate: Callable[..., dict]
-    postprocess: Callable[..., dict]
-    build_metrics: Callable[..., list] = lambda label_space, config: []
-    config: Mapping[str, Any] = field(default_factory=dict)
-    config_types: Mapping[str, Any] = field(default_factory=dict)
-    config_choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    format_prediction: Callable[..., dict] = lambda row, label_space: dict(row)
-    prediction_inputs: Callable[..., list] = lambda values, config: list(values)
-    write_artifacts: Callable[..., None] | None = None
-    demo_data: Callable[..., dict] | None = None
-    build_label_space: Callable[..., Any] | None = None
-    encode_targets: Callable[..., Any] | None = None
-    evaluate_on: str = "raw_outputs"
-    write_samples: Callable[..., None] | None = None
-    draw_prediction: Callable[..., None] | None = None
-    head_name: str = ""
-    loss_name: str = ""
-    description: str = ""
+    name: ClassVar[str] = ""
+    default_backbone: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    head_name: ClassVar[str] = ""
+    loss_name: ClassVar[str] = ""
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    config_types: ClassVar[Mapping[str, Any]] = {}
+    config_choices: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
+    space_type: ClassVar[type[TargetSpace]] = RealSpace
+    metric_directions: ClassVar[Mapping[str, str]] = {}
+    evaluate_on: ClassVar[str] = "raw_outputs"
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("read_data", "build_preprocessor", "build_head",
+                                           "build_loss")
+
+    def __init__(self, config: Mapping[str, Any], space: TargetSpace | None = None):
+        self.config = config
+        self.space = space
+
+    # Config ---------------------------------------------------------------
+    def check_config(self) -> None:
+        """Value checks of the task's keys, run before any data is read.
+
+        Raises:
+            ftk.ConfigError: naming the key, what it must be and what it is.
+        """
+
+    # Data -----------------------------------------------------------------
+    def read_data(self, path: str) -> Examples:
+        """Read one data file or folder; an `ftk.DataError` names the file and
+        line (or record) of a bad example."""
+        raise NotImplementedError
+
+    def demo_data(self, folder: Path) -> Mapping[str, Path] | None:
+        """Built-in data for the quickstart: `{"train": path, "validation":
+        path, "test": path}` (validation and test optional), written into
+        `folder` if it must be made; None when the task has none."""
+        return None
+
+    def split_validation(self, examples: Examples, fraction: float,
+                         seed: int) -> tuple[Examples, Examples]:
+        """Carve a validation part out of the training data; at random by default."""
+        import numpy as np
+
+        order = np.random.default_rng(seed).permutation(len(examples))
+        count = min(len(examples) - 1, max(1, int(round(fraction * len(examples)))))
+        return (examples.subset(sorted(order[count:]), "train"),
+                examples.subset(sorted(order[:count]), "validation"))
+
+    def build_target_space(self, examples: Examples) -> TargetSpace:
+        """The target space of the training examples."""
+        return self.space_type.from_examples(examples)
+
+    def encode_targets(self, examples: Examples) -> Any:
+        """One encoded target per example: what tf.data, the loss and
+        `evaluate` see."""
+        return self.space.encode(examples.targets, examples.source)
+
+    # Model ----------------------------------------------------------------
+    def build_preprocessor(self, backbone: Any) -> "Preprocessor":
+        """An `ftk.Preprocessor` for `backbone` (see `ftk.LoadedBackbone`)."""
+        raise NotImplementedError
+
+    def build_head(self, backbone: Any) -> Any:
+        """A Keras layer called as `head(backbone_outputs, features, training=...)`."""
+        raise NotImplementedError
+
+    def build_loss(self) -> Any:
+        """A Keras loss of `(targets, head outputs)`."""
+        raise NotImplementedError
+
+    def build_metrics(self) -> list:
+        """Keras metrics shown during training (one new list per phase)."""
+        return []
+
+    # Evaluation and prediction --------------------------------------------
+    def evaluate(self, targets: Any, outputs: Any) -> dict[str, Any]:
+        """Metrics over a whole evaluation set (numpy in, JSON-ready out).
+
+        By default: the loss and the training metrics, computed over the set.
+        """
+        import tensorflow as tf
+
+        metrics: dict[str, Any] = {"loss": float(self.build_loss()(targets, outputs))}
+        for metric in self.build_metrics():
+            metric.update_state(tf.convert_to_tensor(targets), tf.convert_to_tensor(outputs))
+            metrics[metric.name] = float(metric.result())
+        metrics["num_examples"] = int(len(targets))
+        return metrics
+
+    def postprocess(self, outputs: Any, features: Any) -> dict[str, Any]:
+        """Model outputs to predictions, as a dict of tensors, inside the export."""
+        return {"outputs": outputs}
+
+    def format_prediction(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """One example's postprocessed outputs (numpy values) as JSON-ready values."""
+        return {key: _json_value(value) for key, value in row.items()}
+
+    def prediction_inputs(self, values: list[str]) -> list[Any]:
+        """What `ftk predict` arguments (literal inputs or file paths) mean."""
+        return list(values)
+
+    def prediction_batches(self, inputs: Sequence[Any],
+                           batch_size: int) -> Iterator[tuple[str, Any]]:
+        """`(form, batch)` pairs in input order for the export's signatures:
+        form `""` is the raw-input signature (`serving_default`), another form
+        one of the preprocessor's `extra_inputs`. By default, strings in
+        batches of `batch_size`."""
+        items = [inputs] if isinstance(inputs, (str, bytes)) else list(inputs)
+        for start in range(0, len(items), batch_size):
+            yield "", items[start:start + batch_size]
+
+    # Reports --------------------------------------------------------------
+    def write_reports(self, metrics: Mapping[str, Any], run: "RunDirectory") -> None:
+        """Extra reports (tables, plots) after the final evaluation, written
+        through `run` (`run.write_text`, `run.write_bytes`)."""
+
+    def write_samples(self, predictor: Any, examples: Examples, run: "RunDirectory") -> None:
+        """Pictures of a few predictions of the evaluated examples, through `run`."""
+
+    can_draw: ClassVar[bool] = False
+
+    def draw_prediction(self, raw_input: Any, prediction: Mapping[str, Any], path: Path) -> None:
+        """Write a picture of one prediction to `path` (when `can_draw`)."""
+        raise FtkError(f"Task {self.name!r} cannot draw its predictions.")
+
+    # Metric directions ----------------------------------------------------
+    def direction(self, monitor: str) -> str | None:
+        """`"min"` or `"max"` for a logged value (`val_` prefix allowed), or None."""
+        name = monitor[4:] if monitor.startswith("val_") else monitor
+        return "min" if name == "loss" else self.metric_directions.get(name)
 
 
-def label_space_of(task: Task, examples: Examples) -> Any:
-    """The task's label space for its training examples."""
-    from ftk.labels import LabelSpace
+def task_problems(task: Any) -> list[str]:
+    """Problems with a task class, one readable string each (empty when fine)."""
+    if not isinstance(task, type) or not issubclass(task, Task):
+        return [f"a task must be a subclass of ftk.Task. Received: {task!r}"]
+    problems = []
+    if not isinstance(task.name, str) or not task.name.isidentifier():
+        problems.append(f"name must be an identifier (letters, digits, _). Received: {task.name!r}")
+    if not isinstance(task.default_backbone, str) or not task.default_backbone:
+        problems.append("default_backbone must name a preset, handle or path")
+    for builder in Task.REQUIRED:
+        if getattr(task, builder) is getattr(Task, builder):
+            problems.append(f"{builder} is required and not defined")
+    for attribute in ("defaults", "config_types", "config_choices", "metric_directions"):
+        if not isinstance(getattr(task, attribute), Mapping):
+            problems.append(f"{attribute} must be a mapping")
+    if isinstance(task.defaults, Mapping):
+        unknown = sorted(set(task.defaults) - set(ENGINE_SECTIONS))
+        if unknown:
+            problems.append(f"defaults has sections the engine does not know: {', '.join(unknown)}"
+                            f" (sections: {', '.join(ENGINE_SECTIONS)})")
+    if isinstance(task.metric_directions, Mapping):
+        for metric, direction in task.metric_directions.items():
+            if direction not in DIRECTIONS:
+                problems.append(f"metric_directions[{metric!r}] must be 'min' or 'max'. "
+                                f"Received: {direction!r}")
+    if not (isinstance(task.space_type, type) and issubclass(task.space_type, TargetSpace)
+            and task.space_type.kind):
+        problems.append("space_type must be an ftk.TargetSpace subclass with a kind")
+    if task.evaluate_on not in EVALUATE_ON:
+        problems.append(f"evaluate_on must be one of {', '.join(EVALUATE_ON)}. "
+                        f"Received: {task.evaluate_on!r}")
+    return problems
 
-    if task.build_label_space is not None:
-        return task.build_label_space(examples)
-    return LabelSpace.from_labels(examples.labels, source=examples.source)
 
-
-def encode_targets(task: Task, examples: Examples, label_space: Any) -> Any:
-    """The task's training/evaluation targets for `examples`."""
-    if task.encode_targets is not None:
-        return task.encode_targets(examples.labels, label_space, examples.source)
-    return label_space.encode(examples.labels, source=examples.source)
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return value

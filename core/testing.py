@@ -17,12 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ftk.config import ENGINE_DEFAULTS
-from ftk.task import Task
+from ftk.task import task_problems
 
 
-def write_text_csv(path: str | Path, rows: Sequence[tuple[str, str]]) -> Path:
-    """Write `(text, label)` rows as a text-classification CSV (`text,label` header).
+def write_csv(path: str | Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """Write `rows` under a header of `columns` as a CSV file.
+
+    Example:
+        ```python
+        testing.write_csv(tmp_path / "train.csv", ["text", "score"], [("great", 4.5)])
+        ```
 
     Returns:
         `path`, its parent folders created.
@@ -33,9 +37,14 @@ def write_text_csv(path: str | Path, rows: Sequence[tuple[str, str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["text", "label"])
+        writer.writerow(list(columns))
         writer.writerows(rows)
     return path
+
+
+def write_text_csv(path: str | Path, rows: Sequence[tuple[str, str]]) -> Path:
+    """Write `(text, label)` rows as a text-classification CSV (`text,label` header)."""
+    return write_csv(path, ["text", "label"], rows)
 
 
 def tiny_text_embedding(path: str | Path, *, dim: int = 16, buckets: int = 512, seed: int = 0) -> str:
@@ -218,23 +227,13 @@ def smoke_run(task: str, *, data: str | Path, backbone: str | Path, output_dir: 
                      batch_size=batch_size, output_dir=str(output_dir), set=overrides,
                      plugins=plugins)
     run_dir = Path(result.run_dir)
-    for name in ("config.yaml", "labels.txt", "history.csv", "metrics.json",
-                 "export/saved_model.pb", "checkpoints/last"):
+    for name in ("config.yaml", "history.csv", "metrics.json", "export/saved_model.pb",
+                 "export/ftk.json", "checkpoints/last"):
         assert (run_dir / name).exists(), f"smoke run wrote no {name} in {run_dir}"
     return result
 
 
-def check_task(task: Task) -> list[str]:
-    """Problems with a Task spec, as readable strings (empty when it is fine)."""
-    problems = []
-    if not task.name.isidentifier():
-        problems.append(f"task name {task.name!r} should be an identifier (letters, digits, _)")
-    for field in ("read_data", "build_preprocessor", "build_head", "build_loss", "evaluate",
-                  "postprocess", "build_metrics", "format_prediction", "prediction_inputs"):
-        if not callable(getattr(task, field)):
-            problems.append(f"{field} is not callable")
-    unknown = sorted(set(task.config) - set(ENGINE_DEFAULTS))
-    if unknown:
-        problems.append(f"config has sections the engine does not know: {', '.join(unknown)}")
-    return problems
-
+def check_task(task: Any) -> list[str]:
+    """Problems with a task class, as readable strings (empty when it is fine):
+    what registering it would refuse."""
+    return task_problems(task)

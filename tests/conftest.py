@@ -36,6 +36,16 @@ def isolated_home(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def ftk_logs_reach_caplog():
+    """The CLI stops ftk's records at its own handler; tests that run it
+    in-process must not hide later records from `caplog`."""
+    import logging
+
+    yield
+    logging.getLogger("ftk").propagate = True
+
+
 @pytest.fixture(scope="session")
 def embedding(tmp_path_factory) -> str:
     return testing.tiny_text_embedding(tmp_path_factory.mktemp("backbones") / "tiny_embedding")

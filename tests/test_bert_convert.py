@@ -322,7 +322,7 @@ def test_refuses_to_replace_unrelated_folder(tiny, tmp_path):
 
 
 def test_replace_dir_atomic_swaps_whole_folder_or_restores_it(tmp_path, monkeypatch):
-    from ftk.rundir import replace_dir_atomic
+    from ftk.atomic import replace_dir_atomic
 
     old, new = tmp_path / "out", tmp_path / "staging"
     for folder, name in ((old, "old.txt"), (new, "new.txt")):

@@ -105,8 +105,9 @@ def test_task_choices_are_checked_before_anything_is_written(tmp_path, topics, e
 def test_monitor_and_split_are_checked(tmp_path, topics, embedding):
     message = _run_error("--data", topics["train"], "--backbone", embedding, "--output",
                          tmp_path / "a", "--set", "train.monitor=val_acc")
-    assert "train.monitor must be one of loss, accuracy, val_loss, val_accuracy. " \
-           "Received: 'val_acc'" in message
+    assert ("train.monitor is 'val_acc', but task 'text_classification' does not say whether "
+            "acc is better lower or higher") in message
+    assert "accuracy (max)" in message
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
     message = _run_error("--data", topics["train"], "--backbone", embedding, "--output",
                          tmp_path / "b", "--set", "data.validation_split=-0.1")

@@ -105,11 +105,11 @@ def test_a_backbone_without_feature_maps_is_refused(tmp_path, shapes):
 def test_postprocess_scales_boxes_to_each_image_and_suppresses_duplicates():
     import tensorflow as tf
 
-    from ftk.labels import LabelSpace
+    from ftk.classification import ClassSpace
     from ftk.plugins.detection import boxes as box_ops
     from ftk.plugins.detection.postprocess import postprocess_detections
 
-    size, classes = 64, LabelSpace(("a", "b"))
+    size, classes = 64, ClassSpace(("a", "b"))
     points, _, strides = box_ops.locations(size)
     outputs = np.full((1, len(points), 2 + 5), -10.0, np.float32)  # nothing anywhere ...
     first, second = 10, 11  # ... but two neighbouring stride-8 cells see class "b"

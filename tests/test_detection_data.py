@@ -273,12 +273,12 @@ def test_read_detection_data_picks_the_format_and_checks_the_images(tmp_path):
     config = {"data": data()}
     examples = annotations.read_detection_data(str(coco_path), config)
     assert examples.inputs == [str((tmp_path / "coco" / n).absolute()) for n in ("a.png", "b.png")]
-    assert examples.labels[0]["classes"] == ["zebra", "cat"]
+    assert examples.targets[0]["classes"] == ["zebra", "cat"]
     assert examples.source == str(coco_path)
     if hasattr(examples, "classes"):
         assert examples.classes == ("cat", "dog", "zebra")
     examples = annotations.read_detection_data(str(voc_root), config)
-    assert len(examples) == 3 and examples.labels[2]["classes"] == ["bird"]
+    assert len(examples) == 3 and examples.targets[2]["classes"] == ["bird"]
     with pytest.raises(ftk.ConfigError, match="Received: data.format='yolo'"):
         annotations.read_detection_data(str(voc_root), {"data": data(format="yolo")})
     with pytest.raises(ftk.DataError, match="cannot tell the detection data format"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,7 +12,7 @@ from ftk.plugins.detection.draw import (
     GUTTER,
     class_colour,
     draw_detections,
-    save_detection_samples,
+    detection_samples_png,
 )
 from ftk.plugins.detection.evaluation import coco_metrics
 
@@ -174,12 +176,9 @@ def test_save_detection_samples_tiles_a_grid(tmp_path):
         samples.append((str(path),
                         {"detections": [{"label": "circle", "score": 0.5, "box": [2, 2, 20, 20]}]},
                         {"boxes": [[4, 4, 22, 22]], "classes": ["circle"], "ignore": [False]}))
-    output = tmp_path / "plots" / "samples.png"
-    save_detection_samples(samples, output, columns=2, cell_size=64)
+    png = detection_samples_png(samples, columns=2, cell_size=64)
     side = 2 * (64 + GUTTER) + GUTTER  # two columns, two rows
-    with Image.open(output) as grid:
+    with Image.open(io.BytesIO(png)) as grid:
         assert grid.size == (side, side)
-    assert [p.name for p in output.parent.iterdir()] == ["samples.png"]  # no temp file left
 
-    save_detection_samples([], tmp_path / "empty.png")
-    assert not (tmp_path / "empty.png").exists()
+    assert detection_samples_png([]) is None

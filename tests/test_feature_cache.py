@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import csv
 import json
 from pathlib import Path
@@ -47,14 +49,15 @@ def _cli_run(*args: str) -> str:
     return result.output
 
 
-def test_cached_text_training_matches_uncached(tmp_path, bert, topics, capsys):
+def test_cached_text_training_matches_uncached(tmp_path, bert, topics, caplog):
+    caplog.set_level(logging.INFO, logger="ftk")
     runs = {}
     for setting in ("false", "auto"):
         runs[setting] = ftk.run(
             task="text_classification", data=str(topics["train"]), test_data=str(topics["test"]),
             backbone=bert, epochs=2, output_dir=tmp_path / setting,
             set=[f"train.cache_features={setting}", "train.learning_rate=0.05"])
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "Feature cache on: the backbone is frozen and the inputs repeat every epoch." in out
     # The MiniLM-style head reads the mean-pooled vector only; per-token outputs stay out.
     assert "examples/s): mean_pooled_output, 0.0 MB in memory." in out
@@ -69,9 +72,10 @@ def test_cached_text_training_matches_uncached(tmp_path, bert, topics, capsys):
 
 
 def test_disk_cache_is_a_snapshot_in_the_run_folder_and_trains_the_same(tmp_path, bert, topics,
-                                                                       monkeypatch, capsys):
+                                                                       monkeypatch, caplog):
     from ftk.training import feature_cache
 
+    caplog.set_level(logging.INFO, logger="ftk")
     saved = []
     original = feature_cache._save
     monkeypatch.setattr(feature_cache, "_save", lambda batches, first, path: (
@@ -82,7 +86,7 @@ def test_disk_cache_is_a_snapshot_in_the_run_folder_and_trains_the_same(tmp_path
     for name, extra in (("memory", []), ("disk", ["train.cache_memory_mb=0"])):
         ftk.run(task="text_classification", data=str(topics["train"]), backbone=bert, epochs=2,
                 output_dir=tmp_path / name, set=[*common, *extra])
-    out = capsys.readouterr().out
+    out = caplog.text
     assert f"on disk in {tmp_path / 'disk' / 'cache' / 'train'}." in out
     assert saved and "snapshot.metadata" in saved[0]
     assert not (tmp_path / "disk" / "cache").exists()

@@ -173,14 +173,14 @@ def test_focal_loss_matches_hand_computation():
 
 
 def test_top5_metric_counts_true_class_among_five_best():
-    from ftk.classification import build_classification_metrics, evaluate_classification
-    from ftk.labels import LabelSpace
+    from ftk.classification import (ClassSpace, build_classification_metrics,
+                                    evaluate_classification)
 
-    space = LabelSpace(tuple("abcdefg"))
+    space = ClassSpace(tuple("abcdefg"))
     logits = np.tile(np.arange(7, dtype=np.float32), (2, 1))  # ranking g, f, e, d, c, b, a
-    metrics = evaluate_classification(np.array([2, 1]), logits, space, {})
+    metrics = evaluate_classification(np.array([2, 1]), logits, space)
     assert metrics["top5_accuracy"] == 0.5  # class c is 5th best, class b 6th
-    names = [m.name for m in build_classification_metrics(space, {})]
+    names = [m.name for m in build_classification_metrics(space)]
     assert names == ["accuracy", "top5_accuracy"]
 
 

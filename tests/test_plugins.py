@@ -18,12 +18,15 @@ from helpers import ftk_cli, json_out
 
 SENTIMENT_PLUGIN = '''
 import ftk
-from ftk.plugins import text_classification as text
+from ftk.plugins.text_classification import TextClassification
+
+class Sentiment(TextClassification):
+    name = "{task}"
+    description = "reviews"
 
 @ftk.hookimpl
 def ftk_register_tasks(register):
-    import dataclasses
-    register(dataclasses.replace(text.TASK, name="{task}", description="reviews"))
+    register(Sentiment)
 '''
 
 HELLO_PLUGIN = '''
@@ -201,17 +204,77 @@ def test_listing_commands_do_not_import_tensorflow(command):
 
 
 def test_check_task_accepts_the_builtin_task_and_names_problems():
-    import dataclasses
-
     from ftk import testing
 
     task = build_registry().task("text_classification")
     assert testing.check_task(task) == []
-    broken = dataclasses.replace(task, name="my task", evaluate=None, config={"extras": {}})
-    assert testing.check_task(broken) == [
-        "task name 'my task' should be an identifier (letters, digits, _)",
-        "evaluate is not callable",
-        "config has sections the engine does not know: extras"]
+
+    class Broken(ftk.Task):
+        name = "my task"
+        defaults = {"extras": {}}
+        metric_directions = {"mae": "lower"}
+
+    assert testing.check_task(Broken) == [
+        "name must be an identifier (letters, digits, _). Received: 'my task'",
+        "default_backbone must name a preset, handle or path",
+        "read_data is required and not defined",
+        "build_preprocessor is required and not defined",
+        "build_head is required and not defined",
+        "build_loss is required and not defined",
+        "defaults has sections the engine does not know: extras (sections: task, data, "
+        "backbone, head, loss, train, output_dir)",
+        "metric_directions['mae'] must be 'min' or 'max'. Received: 'lower'"]
+    assert testing.check_task(object())[0].startswith("a task must be a subclass of ftk.Task")
+
+
+def test_an_invalid_task_is_refused_naming_plugin_and_field(plugin_module):
+    name = plugin_module('''
+        import ftk
+
+        class Half(ftk.Task):
+            name = "half"
+            default_backbone = "minilm-l6"
+
+            def read_data(self, path):
+                return ftk.Examples([], [])
+
+        @ftk.hookimpl
+        def ftk_register_tasks(register):
+            register(Half)
+    ''')
+    result = ftk_cli("tasks", "--plugin", name)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (f"Plugin {name!r} registered an invalid task 'half': build_preprocessor is required "
+            "and not defined; build_head is required") in result.stderr
+
+
+def test_an_invalid_backbone_is_refused_naming_plugin_and_field(plugin_module):
+    name = plugin_module('''
+        import ftk
+
+        @ftk.hookimpl
+        def ftk_register_backbones(register):
+            register(ftk.Backbone(name="nowhere", kind="image"))
+    ''')
+    result = ftk_cli("backbones", "list", "--plugin", name)
+    assert result.exit_code == 1
+    assert (f"Plugin {name!r} registered an invalid backbone 'nowhere': exactly one of handle "
+            "and pull must be set.") in result.stderr
+
+
+def test_a_misspelt_hook_is_an_error_naming_the_plugin(plugin_module):
+    name = plugin_module('''
+        import ftk
+
+        @ftk.hookimpl
+        def ftk_register_task(register):
+            pass
+    ''')
+    result = ftk_cli("tasks", "--plugin", name)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Plugin {name!r} implements ftk_register_task, which is not an ftk hook." in result.stderr
+    assert "Known hooks: ftk_register_backbones, ftk_register_commands, ftk_register_tasks" \
+        in result.stderr
 
 
 def test_smoke_run_drives_a_plugin_task_end_to_end(plugin_module, embedding, topics, tmp_path):

@@ -137,7 +137,7 @@ def test_resume_continues_from_the_last_checkpoint(embedding, topics, tmp_path, 
 
     result = ftk_cli("run", "--output", run_dir, "--resume")
     assert result.exit_code == 0, result.output
-    assert "Resuming from epoch 2 of 4" in result.stdout
+    assert "Resuming from epoch 2 of 4" in result.stderr
     assert optimizer_steps(run_dir) == 36  # optimizer state restored, not restarted
     with open(run_dir / "history.csv") as stream:
         assert [row["epoch"] for row in csv.DictReader(stream)] == ["0", "1", "2", "3"]
@@ -171,6 +171,39 @@ def test_nan_loss_stops_with_a_clear_message(embedding, topics, tmp_path):
 def test_early_stopping_ends_the_run(embedding, topics, tmp_path):
     result = ftk.run(task="text_classification", data=topics["train"], backbone=embedding,
                      epochs=30, batch_size=8, output_dir=tmp_path / "run",
-                     set={"train.early_stopping_patience": 1, "train.learning_rate": 0.0,
+                     set={"train.early_stopping_patience": 1, "train.learning_rate": 1e-30,
                           "train.schedule": "constant"})
-    assert len(result.history["loss"]) == 2  # no improvement after the first epoch
+    # Updates of 1e-30 leave float32 weights as they are: no improvement after epoch 1.
+    assert len(result.history["loss"]) == 2
+
+
+def test_the_terminal_shows_ftk_lines_without_tensorflow_start_up_noise(embedding, topics,
+                                                                        tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ftk.cli", "run", "--task", "text_classification", "--data",
+         str(topics["train"]), "--backbone", embedding, "--epochs", "1", "--output",
+         str(tmp_path / "run")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Training text_classification on 72 examples (2 classes)" in result.stderr
+    assert "Epoch 1/1: loss" in result.stderr
+    for noise in ("cuInit", "oneDNN", "absl::InitializeLog", "cuda drivers"):
+        assert noise not in result.stderr, result.stderr
+
+
+def test_a_python_run_can_be_silenced(embedding, topics, tmp_path, capfd):
+    import logging
+
+    logger = logging.getLogger("ftk")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        ftk.run(task="text_classification", data=topics["train"], backbone=embedding, epochs=2,
+                output_dir=tmp_path / "run")
+    finally:
+        logger.setLevel(level)
+    captured = capfd.readouterr()
+    assert "Training" not in captured.err + captured.out
+    assert "Epoch" not in captured.err + captured.out

@@ -50,13 +50,14 @@ def test_head_pooling_choices():
     import tensorflow as tf
 
     from ftk.plugins.text_classification.head import TextClassificationHead
+    from ftk.text.pooling import pool_text_outputs
 
     sequence = tf.constant(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
     outputs = {"sequence_output": sequence, "pooled_output": tf.ones([2, 4])}
     features = {"input_mask": tf.constant([[1, 1, 0], [1, 1, 1]])}
 
     def pool(pooling, outs=outputs):
-        return TextClassificationHead(2, pooling=pooling).pool(outs, features).numpy()
+        return pool_text_outputs(outs, features, pooling).numpy()
 
     np.testing.assert_array_equal(pool("pooled"), np.ones([2, 4]))
     np.testing.assert_array_equal(pool("cls"), sequence.numpy()[:, 0])

@@ -30,20 +30,20 @@ def test_csv_tsv_jsonl_and_folder_read_the_same_examples(tmp_path):
         (tmp_path / "folder" / label / "1.txt").write_text(text)
     for path in ("a.csv", "a.tsv", "a.jsonl", "folder"):
         examples = read(tmp_path / path)
-        assert sorted(zip(examples.inputs, examples.labels)) == [
+        assert sorted(zip(examples.inputs, examples.targets)) == [
             ("Hello, world", "greet"), ("bye now", "leave")], path
 
 
 def test_column_names_are_configurable(tmp_path):
     (tmp_path / "a.csv").write_text("review,stars\ngreat,5\nawful,1\n")
     examples = read(tmp_path / "a.csv", text_column="review", label_column="stars")
-    assert list(examples.labels) == ["5", "1"]
+    assert list(examples.targets) == ["5", "1"]
 
 
 def test_multi_label_rows_split_on_the_delimiter(tmp_path):
     (tmp_path / "a.csv").write_text("text,label\nrain and goals,weather|sports\nsun,weather\n")
     examples = read(tmp_path / "a.csv", multi_label=True)
-    assert list(examples.labels) == [["sports", "weather"], ["weather"]]
+    assert list(examples.targets) == [["sports", "weather"], ["weather"]]
 
 
 @pytest.mark.parametrize("content, message", [

@@ -25,7 +25,7 @@ from ftk.hub.bert_model import (
     SUPPORTED_ACTIVATIONS, BertConfig, build_bert_encoder)
 from ftk.hub.bert_preprocessor import BertPreprocessor, save_preprocessor
 from ftk.errors import FtkError
-from ftk.rundir import building_dir
+from ftk.atomic import building_dir
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "vocab.txt")
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")

@@ -27,7 +27,7 @@ from ftk.errors import FtkError
 from ftk.hub.efficientnet_lite import (
     FEATURE_STRIDES, LITE0, EfficientNetLiteConfig, build_efficientnet_lite0)
 from ftk.hub.torch_pickle import read_torch_state_dict
-from ftk.rundir import building_dir
+from ftk.atomic import building_dir
 
 LABELS_FILE = Path(__file__).with_name("imagenet_labels.txt")
 IMAGE_SIZE = 224

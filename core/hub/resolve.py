@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
-from ftk.backbone import BACKBONE_KINDS, Backbone
+from ftk.atomic import building_dir
+from ftk.backbone import Backbone
 from ftk.errors import FtkError
 from ftk.paths import backbone_cache_dir
-from ftk.rundir import replace_dir_atomic, staging_dir
 
 METADATA_FILE = "backbone.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,7 +25,7 @@ class LoadedBackbone:
     Attributes:
         name: the preset name, or the handle when it is not a preset.
         handle: TF Hub handle or local path of the backbone SavedModel.
-        kind: one of `ftk.backbone.BACKBONE_KINDS`.
+        kind: the tf.hub convention it follows (see `ftk.Backbone.kind`).
         preprocessor: handle of a matching text preprocessor SavedModel, if any.
         metadata: preset metadata merged with the folder's `backbone.json`.
     """
@@ -65,15 +65,11 @@ def pull(preset: Backbone, *, force: bool = False) -> Path:
         )
     if is_pulled(preset.name) and not force:
         return target
-    print(f"Preparing backbone {preset.name!r} in {target} (first use only) ...", file=sys.stderr)
-    staging = staging_dir(target)
-    try:
+    log.info(f"Preparing backbone {preset.name!r} in {target} (first use only) ...")
+    with building_dir(target) as staging:
         preset.pull(staging)
         if not (staging / "encoder" / "saved_model.pb").exists():
             raise FtkError(f"Pulling backbone {preset.name!r} wrote no encoder SavedModel.")
-        replace_dir_atomic(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -135,7 +131,7 @@ def _from_folder(
     if preprocessor is None and (folder / "preprocessor" / "saved_model.pb").exists():
         preprocessor = str(folder / "preprocessor")
     backbone = LoadedBackbone(name, str(encoder), kind or info.get("kind", ""), preprocessor, info)
-    if backbone.kind not in BACKBONE_KINDS:
+    if not backbone.kind:
         backbone.kind = infer_kind(backbone.saved_model, str(folder))
     return backbone
 

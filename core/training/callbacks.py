@@ -13,7 +13,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-from ftk.rundir import replace_dir_atomic, staging_dir, write_text_atomic
+from ftk.rundir import HISTORY_FILE, RunDirectory
 
 CHECKPOINT_PREFIX = "ckpt"
 STATE_FILE = "state.json"
@@ -48,19 +48,19 @@ class RunCheckpointer(keras.callbacks.Callback):
     the end of this one: validation and the previous checkpoint writes included.
     """
 
-    def __init__(self, checkpoint: tf.train.Checkpoint, folder: Path, monitor: str,
-                 phase: int, guard: NonFiniteLossGuard, history_path: Path,
+    def __init__(self, checkpoint: tf.train.Checkpoint, run: RunDirectory, monitor: str,
+                 lower_is_better: bool, phase: int, guard: NonFiniteLossGuard,
                  done: int = 0, best: float | None = None):
         super().__init__()
         self.checkpoint = checkpoint
-        self.folder = Path(folder)
+        self.run = run
         self.monitor = monitor
         self.phase = phase
         self.guard = guard
         self.best = best
-        self.lower_is_better = "loss" in monitor
-        self.history_path = Path(history_path)
-        self.rows = [row for row in read_history_rows(self.history_path) if int(row["epoch"]) < done]
+        self.lower_is_better = lower_is_better
+        self.rows = [row for row in read_history_rows(run.file(HISTORY_FILE))
+                     if int(row["epoch"]) < done]
         self._since: float | None = None
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -81,17 +81,15 @@ class RunCheckpointer(keras.callbacks.Callback):
         state = {"epoch": epoch + 1, "phase": self.phase, "monitor": self.monitor, "best": self.best}
         self.rows.append({"epoch": str(epoch), **{k: repr(float(v)) for k, v in (logs or {}).items()},
                           "epoch_seconds": f"{seconds:.3f}"})
-        _write_rows(self.history_path, self.rows)
+        self.run.write_text(HISTORY_FILE, _csv_text(self.rows))
         self._write("last", state)
         if improved:
             self._write("best", state)
 
     def _write(self, name: str, state: dict[str, Any]) -> None:
-        target = self.folder / name
-        staging = staging_dir(target)
-        self.checkpoint.write(str(staging / CHECKPOINT_PREFIX))
-        (staging / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
-        replace_dir_atomic(staging, target)
+        with self.run.building(f"checkpoints/{name}") as staging:
+            self.checkpoint.write(str(staging / CHECKPOINT_PREFIX))
+            (staging / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:
@@ -107,10 +105,10 @@ def read_history_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
-def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+def _csv_text(rows: list[dict[str, str]]) -> str:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
+    return buffer.getvalue()

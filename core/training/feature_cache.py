@@ -16,6 +16,7 @@ same buffer), so both train the head on the same batches.
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -24,16 +25,17 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import tensorflow as tf
 
-from ftk.data import augments, make_dataset
+from ftk.data import make_dataset
 from ftk.errors import ConfigError
-from ftk.training.model import HEAD_FEATURES, BACKBONE_OUTPUTS, backbone_inputs
+from ftk.training.model import BACKBONE_OUTPUTS, HEAD_FEATURES
 
 AUTO = "auto"
+log = logging.getLogger(__name__)
 
 
 def check_setting(setting: Any, preprocessor: Any) -> None:
     """`train.cache_features: true` needs inputs that repeat exactly."""
-    if setting is True and augments(preprocessor):
+    if setting is True and preprocessor.augments:
         raise ConfigError(
             "train.cache_features is true, but train-time augmentation is on, so the "
             "backbone sees new inputs every epoch and its outputs cannot be cached. "
@@ -47,7 +49,7 @@ def plan(setting: Any, trains_backbone: bool, epochs: int, preprocessor: Any) ->
         return False, "train.cache_features is false"
     if trains_backbone:
         return False, "the backbone trains in this phase"
-    if augments(preprocessor):
+    if preprocessor.augments:
         return False, ("train-time augmentation gives new inputs every epoch "
                        "(data.augment: false would allow it)")
     if setting == AUTO and epochs < 2:
@@ -118,7 +120,7 @@ class FeatureCache:
             outputs = outputs_of(self.model, features)
             element = {BACKBONE_OUTPUTS: _tuples(_pruned(outputs, keep))}
             if with_features:
-                element[HEAD_FEATURES] = _head_part(features)
+                element[HEAD_FEATURES] = self.preprocessor.head_features(features)
             return element
 
         spec = source.element_spec[0]
@@ -160,8 +162,8 @@ class FeatureCache:
             # A shuffle buffer holding the whole split would hold it all in memory.
             buffer = int(min(count, max(self.batch_size, self.budget // max(per_example, 1))))
         seconds = time.perf_counter() - start
-        print(f"Cached backbone features of {count} {split} examples in {seconds:.1f} s "
-              f"({count / seconds:.1f} examples/s): {self._names}, {total / 2**20:.1f} MB {where}.")
+        log.info(f"Cached backbone features of {count} {split} examples in {seconds:.1f} s "
+                 f"({count / seconds:.1f} examples/s): {self._names}, {total / 2**20:.1f} MB {where}.")
         if split == "train":
             dataset = dataset.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
         return dataset.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
@@ -198,20 +200,13 @@ def _head_needs(model: Any, features: Any) -> tuple[Any, bool]:
 
 
 def outputs_of(model: Any, features: Any) -> Any:
-    return model.backbone(backbone_inputs(features), training=False)
+    return model.backbone(model.backbone_features(features), training=False)
 
 
 def _pruned(outputs: Any, keep: Any) -> Any:
     if keep is None or not isinstance(outputs, Mapping):
         return outputs
     return {k: v for k, v in outputs.items() if k in keep}
-
-
-def _head_part(features: Any) -> Any:
-    """The features without the backbone's images (which the cache replaces)."""
-    if isinstance(features, Mapping) and "images" in features:
-        return {k: v for k, v in features.items() if k != "images"}
-    return features
 
 
 def _tuples(tree: Any) -> Any:

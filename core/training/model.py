@@ -4,7 +4,8 @@ that updates the head and only the selected backbone variables."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 import tensorflow as tf
 import tf_keras as keras
@@ -34,17 +35,6 @@ def precision_policy(name: str | None) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def backbone_inputs(features: Any) -> Any:
-    """What the backbone takes from a batch's features.
-
-    Image tasks may pass more than pixels (e.g. original image sizes); the
-    backbone then takes `features["images"]`, the head everything.
-    """
-    if isinstance(features, Mapping) and "images" in features:
-        return features["images"]
-    return features
-
-
 class FineTuneModel(keras.Model):
     """`head(backbone(features), features)` with per-group optimisers.
 
@@ -61,9 +51,12 @@ class FineTuneModel(keras.Model):
     """
 
     def __init__(self, backbone: keras.layers.Layer, head: keras.layers.Layer, *,
+                 backbone_features: Callable[[Any], Any] = lambda features: features,
                  freeze_batchnorm: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         self.backbone = backbone
+        # What the backbone takes of a batch's features (the preprocessor declares it).
+        self.backbone_features = backbone_features
         self.inference_backbone = freeze_batchnorm and any(
             "moving_mean" in weight.name for weight in backbone.weights)
         # Every variable the backbone could train, whatever the current phase.
@@ -77,7 +70,7 @@ class FineTuneModel(keras.Model):
         if isinstance(features, Mapping) and BACKBONE_OUTPUTS in features:
             return self.head(features[BACKBONE_OUTPUTS], features.get(HEAD_FEATURES),
                              training=training)
-        outputs = self.backbone(backbone_inputs(features),
+        outputs = self.backbone(self.backbone_features(features),
                                 training=False if self.inference_backbone else training)
         return self.head(outputs, features, training=training)
 
@@ -131,3 +124,45 @@ def _poisoned_unless_finite(gradients: list) -> list:
 
 def _values(gradient: Any) -> tf.Tensor:
     return gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
+@dataclass
+class ModelParts:
+    """What a run trains and exports."""
+
+    model: FineTuneModel
+    preprocessor: Any
+    loss: Any
+
+
+def build_model(task: Any, backbone: Any, inputs: Any) -> ModelParts:
+    """Build the task's preprocessor, head and loss over `backbone`, check the
+    settings that depend on them, and build the model on a first batch."""
+    from ftk.data import make_dataset
+    from ftk.errors import FtkError
+    from ftk.preprocessor import Preprocessor
+    from ftk.training.feature_cache import check_setting
+    from ftk.training.trainer import check_monitor
+
+    config = task.config
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        preprocessor = task.build_preprocessor(backbone)
+        if not isinstance(preprocessor, Preprocessor):
+            raise FtkError(f"Task {task.name!r} built a preprocessor that is not an "
+                           f"ftk.Preprocessor: {type(preprocessor).__name__}. Fix the plugin.")
+        with precision_policy(config["train"]["mixed_precision"]):
+            head = task.build_head(backbone)
+        model = FineTuneModel(backbone.keras_layer(trainable=True), head, name="ftk_model",
+                              backbone_features=preprocessor.backbone_features,
+                              freeze_batchnorm=config["backbone"]["freeze_batchnorm"])
+        loss = task.build_loss()
+    check_setting(config["train"]["cache_features"], preprocessor)
+    if inputs.splits.validation is not None:
+        check_monitor(config["train"]["monitor"], task.build_metrics(), True)
+    # Build the head before optimisers and checkpoints, from an unshuffled batch:
+    # iterating the training dataset would move its shuffling on by an epoch.
+    first = make_dataset(inputs.splits.train.inputs, inputs.train_targets, preprocessor,
+                         config["train"]["batch_size"])
+    model(next(iter(first))[0])
+    return ModelParts(model, preprocessor, loss)

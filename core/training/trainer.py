@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -10,6 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from ftk.errors import FtkError
+from ftk.rundir import HISTORY_FILE, RunDirectory
 from ftk.training.callbacks import (
     CHECKPOINT_PREFIX,
     NonFiniteLossGuard,
@@ -21,6 +24,8 @@ from ftk.training.feature_cache import FeatureCache
 from ftk.training.freezing import select_trainable
 from ftk.training.model import FineTuneModel
 from ftk.training.optim import build_optimizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,21 +56,26 @@ def plan_phases(config: Mapping[str, Any]) -> list[Phase]:
 
 
 def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: Any,
-          metrics_factory: Any, config: Mapping[str, Any], run_dir: Path,
-          steps_per_epoch: int, resume: bool,
+          metrics_factory: Any, config: Mapping[str, Any], run: RunDirectory,
+          steps_per_epoch: int, resume: bool, direction: Any,
           feature_cache: FeatureCache | None = None) -> dict[str, list[float]]:
     """Fit `model` through every phase; returns the per-epoch history.
 
     A phase with a frozen backbone trains on `feature_cache`'s datasets when
     `train.cache_features` allows it (the log says which, and why).
 
+    Args:
+        direction: `(monitor) -> "min" | "max"`, the task's metric directions;
+            `checkpoints/best` and early stopping keep what is best by it.
+
     Raises:
         FtkError: the loss became NaN or Inf.
     """
     train_config = config["train"]
     monitor = train_config["monitor"] if validation_data is not None else "loss"
+    lower_is_better = direction(monitor) == "min"
     backbone_variables = select_trainable(model.backbone_variables, config["backbone"])
-    folder = run_dir / "checkpoints"
+    folder = run.checkpoints
     state = read_state(folder / "last") if resume else None
     done = state["epoch"] if state else 0
     best = state.get("best") if state else None
@@ -79,7 +89,7 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
         data = (train_data, validation_data)
         if feature_cache is not None:
             cached, reason = feature_cache.plan(phase.train_backbone, phase.end - max(done, phase.start))
-            print(f"Feature cache {'on' if cached else 'off'}: {reason}.")
+            log.info(f"Feature cache {'on' if cached else 'off'}: {reason}.")
             if cached:
                 data = feature_cache.datasets()
         checkpoint = _compile_phase(model, saved, phase, chosen, loss, metrics_factory,
@@ -88,18 +98,18 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
             # Optimiser state only carries over within the phase it was saved in.
             restore = checkpoint if state.get("phase") == index else tf.train.Checkpoint(model=model)
             restore.read(str(folder / "last" / CHECKPOINT_PREFIX)).expect_partial()
-            print(f"Resuming from epoch {done} of {train_config['epochs']}.")
+            log.info(f"Resuming from epoch {done} of {train_config['epochs']}.")
             state = None
         guard = NonFiniteLossGuard()
-        checkpointer = RunCheckpointer(checkpoint, folder, monitor, index, guard,
-                                       run_dir / "history.csv", done, best)
+        checkpointer = RunCheckpointer(checkpoint, run, monitor, lower_is_better, index, guard,
+                                       done, best)
         model.fit(
             data[0],
             validation_data=data[1],
             initial_epoch=max(done, phase.start),
             epochs=phase.end,
-            callbacks=_callbacks(guard, checkpointer, monitor, train_config, run_dir),
-            verbose=2 if _quiet() else 1,
+            callbacks=_callbacks(guard, checkpointer, monitor, lower_is_better, train_config, run),
+            verbose=1 if _progress_bars() else 0,
         )
         if guard.where is not None:
             epoch, batch = guard.where
@@ -115,7 +125,7 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
             break  # early stopping ends the run, not only the phase
     if (folder / "best").exists():
         tf.train.Checkpoint(model=model).read(str(folder / "best" / CHECKPOINT_PREFIX)).expect_partial()
-    return read_history(run_dir / "history.csv")
+    return read_history(run.file(HISTORY_FILE))
 
 
 def _compile_phase(model: FineTuneModel, saved: Any, phase: Phase, chosen: list, loss: Any,
@@ -157,15 +167,30 @@ def check_monitor(monitor: str, metrics: list, has_validation: bool) -> None:
 
 
 def _callbacks(guard: NonFiniteLossGuard, checkpointer: RunCheckpointer, monitor: str,
-               train_config: Mapping[str, Any], run_dir: Path) -> list:
-    callbacks = [guard, checkpointer,
-                 keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False,
-                                             profile_batch=0)]
+               lower_is_better: bool, train_config: Mapping[str, Any], run: RunDirectory) -> list:
+    callbacks = [guard, checkpointer, EpochLog(train_config["epochs"])]
+    if run.writes:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.logs), write_graph=False,
+                                                     profile_batch=0))
     patience = train_config["early_stopping_patience"]
     if patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=patience, mode="min" if "loss" in monitor else "max"))
+            monitor=monitor, patience=patience, mode="min" if lower_is_better else "max"))
     return callbacks
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One log line per epoch, so a run reports its progress through logging
+    (Keras's own progress bar is shown on a terminal only)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        values = ", ".join(f"{key} {value:.4g}" for key, value in (logs or {}).items()
+                           if isinstance(value, (int, float)))
+        log.info(f"Epoch {epoch + 1}/{self.epochs}: {values}")
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -174,8 +199,39 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
-def _quiet() -> bool:
+def _progress_bars() -> bool:
+    """Keras's progress bars on an interactive terminal whose user sees ftk's
+    info lines; plain log lines otherwise."""
     import os
-    import sys
 
-    return bool(os.environ.get("CI")) or not sys.stdout.isatty()
+    return (not os.environ.get("CI") and sys.stdout.isatty()
+            and logging.getLogger("ftk").isEnabledFor(logging.INFO))
+
+
+def train_model(task: Any, parts: Any, inputs: Any, run: RunDirectory, *,
+                resume: bool) -> dict[str, list[float]]:
+    """Train a built model on a run's inputs; the feature cache lives for
+    this call only."""
+    from ftk.data import make_dataset
+
+    config = task.config
+    seed, batch_size = config["train"]["seed"], config["train"]["batch_size"]
+    memory = config["train"]["cache_memory_mb"]
+    splits = inputs.splits
+    validation = None if inputs.validation_targets is None else (
+        splits.validation.inputs, inputs.validation_targets)
+    feature_cache = FeatureCache(
+        parts.model, parts.preprocessor, (splits.train.inputs, inputs.train_targets), validation,
+        setting=config["train"]["cache_features"], batch_size=batch_size, seed=seed,
+        memory_mb=memory, folder=run.cache)
+    train_data = make_dataset(splits.train.inputs, inputs.train_targets, parts.preprocessor,
+                              batch_size, training=True, shuffle=True, seed=seed, cache_mb=memory)
+    validation_data = None if validation is None else make_dataset(
+        *validation, parts.preprocessor, batch_size, cache_mb=memory)
+    try:
+        return train(parts.model, train_data, validation_data, loss=parts.loss,
+                     metrics_factory=task.build_metrics, config=config, run=run,
+                     steps_per_epoch=-(-len(splits.train) // batch_size), resume=resume,
+                     direction=task.direction, feature_cache=feature_cache)
+    finally:
+        feature_cache.remove()

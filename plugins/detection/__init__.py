@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import ftk
 from ftk import images
 from ftk.config import merged
+from ftk.plugins.detection.space import BoxSpace
 
 CONFIG = merged(images.IMAGE_CONFIG, {
     "data": {
@@ -27,122 +28,96 @@ CONFIG = merged(images.IMAGE_CONFIG, {
 })
 
 
-def _read(path: str, config: Mapping[str, Any]) -> ftk.Examples:
-    from ftk.plugins.detection.annotations import read_detection_data
+class Detection(ftk.Task):
+    """Detect objects: COCO JSON or Pascal VOC data, an FPN + FCOS head over an
+    image backbone's stride 8/16/32 feature maps, COCO mAP."""
 
-    return read_detection_data(path, config)
+    name = "detection"
+    default_backbone = "efficientnet-lite0"
+    description = ("Detect objects (COCO JSON or Pascal VOC) with an FPN + FCOS head on image "
+                   "feature maps.")
+    head_name = "FPN + FCOS (anchor-free)"
+    loss_name = "focal + GIoU + centerness"
+    defaults = CONFIG
+    config_types: Mapping[str, Any] = {**images.IMAGE_TYPES, "data.image_dir": str}
+    config_choices: Mapping[str, tuple[Any, ...]] = {
+        "data.format": ("auto", "coco", "voc"), "data.augmentation.flip": ("horizontal", "none")}
+    space_type = BoxSpace
+    evaluate_on = "predictions"
+    can_draw = True
+    space: BoxSpace
 
+    def check_config(self) -> None:
+        from ftk.plugins.detection.preprocessor import check_augmentation
 
-def _label_space(examples: ftk.Examples) -> ftk.LabelSpace:
-    classes = examples.classes or sorted({name for label in examples.labels
-                                          for name in label["classes"]})
-    if not classes:
-        raise ftk.DataError(f"{examples.source} declares no classes and has no boxes. "
-                            "Add annotated objects.")
-    return ftk.LabelSpace(tuple(classes))
+        check_augmentation(self.config["data"]["augmentation"])
 
+    def read_data(self, path: str) -> ftk.Examples:
+        from ftk.plugins.detection.annotations import read_detection_data
 
-def _encode(labels: list[dict], label_space: ftk.LabelSpace, source: str) -> Any:
-    from ftk.plugins.detection.preprocessor import encode_detection_targets
+        return read_detection_data(path, self.config)
 
-    return encode_detection_targets(labels, label_space, source)
+    def build_preprocessor(self, backbone: Any) -> ftk.Preprocessor:
+        from ftk.plugins.detection.preprocessor import build_detection_preprocessor
 
+        return build_detection_preprocessor(backbone, self.config)
 
-def _preprocessor(backbone: Any, label_space: ftk.LabelSpace, config: Mapping[str, Any]) -> Any:
-    from ftk.plugins.detection.preprocessor import build_detection_preprocessor
+    def build_head(self, backbone: Any) -> Any:
+        from ftk.plugins.detection.model import FcosHead
 
-    return build_detection_preprocessor(backbone, config)
+        head = self.config["head"]
+        return FcosHead(self.space.num_classes, self.config["backbone"]["image_size"],
+                        width=head["width"], depth=head["depth"], backbone_name=backbone.name,
+                        name="head")
 
+    def build_loss(self) -> Any:
+        from ftk.plugins.detection.postprocess import build_detection_loss
 
-def _head(backbone: Any, label_space: ftk.LabelSpace, config: Mapping[str, Any]) -> Any:
-    from ftk.plugins.detection.model import FcosHead
+        return build_detection_loss(self.space, self.config)
 
-    head = config["head"]
-    return FcosHead(label_space.num_classes, config["backbone"]["image_size"],
-                    width=head["width"], depth=head["depth"], backbone_name=backbone.name,
-                    name="head")
+    def evaluate(self, targets: Any, outputs: Any) -> dict[str, Any]:
+        from ftk.plugins.detection.evaluation import coco_metrics
 
+        return coco_metrics(targets, outputs, self.space.classes)
 
-def _loss(label_space: ftk.LabelSpace, config: Mapping[str, Any], class_counts: Any) -> Any:
-    from ftk.plugins.detection.postprocess import build_detection_loss
+    def postprocess(self, outputs: Any, features: Any) -> dict[str, Any]:
+        from ftk.plugins.detection.postprocess import postprocess_detections
 
-    return build_detection_loss(label_space, config)
+        return postprocess_detections(outputs, self.space, self.config, features)
 
+    def format_prediction(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        from ftk.plugins.detection.postprocess import format_detections
 
-def _postprocess(outputs: Any, label_space: ftk.LabelSpace, config: Mapping[str, Any],
-                 features: Any = None) -> dict:
-    from ftk.plugins.detection.postprocess import postprocess_detections
+        return format_detections(row, self.space)
 
-    return postprocess_detections(outputs, label_space, config, features)
+    def prediction_inputs(self, values: list[str]) -> list[str]:
+        return [path for value in values for path in images.image_paths(value)]
 
+    def prediction_batches(self, inputs: Any, batch_size: int) -> Any:
+        return images.prediction_batches(inputs, batch_size)
 
-def _evaluate(targets: Any, predictions: Mapping[str, Any], label_space: ftk.LabelSpace,
-              config: Mapping[str, Any]) -> dict:
-    from ftk.plugins.detection.evaluation import coco_metrics
+    def write_samples(self, predictor: Any, examples: ftk.Examples, run: ftk.RunDirectory) -> None:
+        from ftk.plugins.detection.draw import detection_samples_png
 
-    return coco_metrics(targets, predictions, label_space.classes)
+        chosen = list(range(min(6, len(examples))))
+        predictions = predictor.predict([examples.inputs[i] for i in chosen])
+        samples = [(examples.inputs[i], prediction, examples.targets[i])
+                   for i, prediction in zip(chosen, predictions)]
+        picture = detection_samples_png(samples)
+        if picture is not None:
+            run.write_bytes("plots/detection_samples.png", picture)
 
+    def draw_prediction(self, raw_input: Any, prediction: Mapping[str, Any], path: Path) -> None:
+        from ftk.plugins.detection.draw import save_prediction_drawing
 
-def _format(row: Mapping[str, Any], label_space: ftk.LabelSpace) -> dict:
-    from ftk.plugins.detection.postprocess import format_detections
+        save_prediction_drawing(raw_input, prediction, path)
 
-    return format_detections(row, label_space)
+    def demo_data(self, folder: Path) -> dict[str, Path]:
+        from ftk.plugins.detection.demo import demo_detection_data
 
-
-def _prediction_inputs(values: list[str], config: Mapping[str, Any]) -> list[str]:
-    return [path for value in values for path in images.image_paths(value)]
-
-
-def _write_samples(predictor: Any, examples: ftk.Examples, run_dir: Path) -> None:
-    from ftk.plugins.detection.draw import save_detection_samples
-
-    chosen = list(range(min(6, len(examples))))
-    predictions = predictor.predict([examples.inputs[i] for i in chosen])
-    samples = [(examples.inputs[i], prediction, examples.labels[i])
-               for i, prediction in zip(chosen, predictions)]
-    save_detection_samples(samples, run_dir / "plots" / "detection_samples.png")
-
-
-def _draw(path: str, prediction: Mapping[str, Any], target: Path) -> None:
-    from ftk.plugins.detection.draw import save_prediction_drawing
-
-    save_prediction_drawing(path, prediction, target)
-
-
-def _demo_data(folder: Path) -> dict[str, Path]:
-    from ftk.plugins.detection.demo import demo_detection_data
-
-    return demo_detection_data(folder)
-
-
-TASK = ftk.Task(
-    name="detection",
-    default_backbone="efficientnet-lite0",
-    description="Detect objects (COCO JSON or Pascal VOC) with an FPN + FCOS head on image "
-                "feature maps.",
-    read_data=_read,
-    build_label_space=_label_space,
-    encode_targets=_encode,
-    build_preprocessor=_preprocessor,
-    build_head=_head,
-    build_loss=_loss,
-    evaluate=_evaluate,
-    evaluate_on="predictions",
-    postprocess=_postprocess,
-    format_prediction=_format,
-    prediction_inputs=_prediction_inputs,
-    write_samples=_write_samples,
-    draw_prediction=_draw,
-    config=CONFIG,
-    config_types={**images.IMAGE_TYPES, "data.image_dir": str},
-    config_choices={"data.format": ("auto", "coco", "voc"),
-                    "data.augmentation.flip": ("horizontal", "none")},
-    demo_data=_demo_data,
-    head_name="FPN + FCOS (anchor-free)",
-    loss_name="focal + GIoU + centerness",
-)
+        return demo_detection_data(folder)
 
 
 @ftk.hookimpl
 def ftk_register_tasks(register: Any) -> None:
-    register(TASK)
+    register(Detection)

@@ -18,8 +18,8 @@ records as `ftk.Examples`, one example per image:
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,6 +27,8 @@ from typing import Any, Mapping, Sequence
 import ftk
 
 DEFAULT_CLIP_TOLERANCE = 0.05
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,9 +117,9 @@ class BoxChecker:
     def report(self) -> None:
         """Print one warning to stderr when boxes were clipped."""
         if self.clipped:
-            print(f"Clipped {len(self.clipped)} box(es) in {self.source} that stuck out of their "
-                  f"image by at most {self.tolerance:.0%} (data.clip_tolerance); first: "
-                  f"{self.clipped[0]}.", file=sys.stderr)
+            log.warning(f"Clipped {len(self.clipped)} box(es) in {self.source} that stuck out of their "
+                        f"image by at most {self.tolerance:.0%} (data.clip_tolerance); first: "
+                        f"{self.clipped[0]}.")
 
 
 def number(value: Any, where: str, what: str) -> float:
@@ -160,8 +162,8 @@ def drop_missing(records: list[ImageAnnotations], source: str, skip_bad: bool,
                             + "\n  ".join(absent[:5]) + f"{more}\n{hint} Fix the paths, or set "
                             "data.skip_bad_files: true to skip these images.")
     if absent:
-        print(f"Skipped {len(absent)} image(s) of {source} whose file is missing "
-              "(data.skip_bad_files).", file=sys.stderr)
+        log.warning(f"Skipped {len(absent)} image(s) of {source} whose file is missing "
+                    "(data.skip_bad_files).")
     return kept
 
 
@@ -213,4 +215,4 @@ def read_detection_data(path: str, config: Mapping[str, Any]) -> ftk.Examples:
     paths = [str(record.path) for record in records]
     keep = check_images(paths, skip_bad=bool(data.get("skip_bad_files")), source=str(source))
     return ftk.Examples([paths[i] for i in keep], [records[i].label() for i in keep],
-                        str(source), classes=tuple(classes))
+                        str(source), declared=tuple(classes))

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ftk.rundir import write_bytes_atomic
+from ftk.atomic import write_bytes_atomic
 
 # Colours that stay distinguishable from one another and from black and white
 # (the true boxes); after twelve classes they repeat.
@@ -180,15 +180,15 @@ def _ink(colour: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if luma > 140 else (255, 255, 255)
 
 
-def save_detection_samples(samples: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
-                           path: Path, columns: int = 3, *, cell_size: int = 320) -> None:
-    """Draw predictions and truths of a few images and save them as one PNG grid.
+def detection_samples_png(samples: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
+                          columns: int = 3, *, cell_size: int = 320) -> bytes | None:
+    """Draw predictions and truths of a few images as one PNG grid.
 
     Each image is scaled to fit a `cell_size` square before drawing, so labels
     stay readable whatever the image size. The grid has `min(columns,
     len(samples))` columns and as many rows as needed; its size is
     `columns * (cell_size + GUTTER) + GUTTER` pixels across, likewise down.
-    Nothing is written when `samples` is empty.
+    None when `samples` is empty.
 
     Args:
         samples: `(image path, prediction, truth)` per image. `prediction` is
@@ -196,19 +196,17 @@ def save_detection_samples(samples: Sequence[tuple[str, Mapping[str, Any], Mappi
             y_min, x_max, y_max]}, ...]}` as the predictor returns it; `truth`
             is the image's label, `{"boxes": [...], "classes": [...], "ignore":
             [...]}` (`ignore` optional), in pixels of the original image.
-        path: the PNG to write; written atomically.
         columns: cells per row.
         cell_size: the side of each cell in pixels.
 
     Example:
 
     ```python
-    save_detection_samples([(path, {"detections": []}, {"boxes": [], "classes": []})],
-                           run_dir / "plots" / "detections.png")
+    png = detection_samples_png([(path, {"detections": []}, {"boxes": [], "classes": []})])
     ```
     """
     if not samples:
-        return
+        return None
     if columns < 1 or cell_size < 16:
         raise ValueError(f"columns must be at least 1 and cell_size at least 16. "
                          f"Received: columns={columns}, cell_size={cell_size}")
@@ -225,7 +223,7 @@ def save_detection_samples(samples: Sequence[tuple[str, Mapping[str, Any], Mappi
         grid.paste(cell, (GUTTER + column * step, GUTTER + row * step))
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
-    write_bytes_atomic(Path(path), buffer.getvalue())
+    return buffer.getvalue()
 
 
 def _sample_cell(image_path: Path, prediction: Mapping[str, Any], truth: Mapping[str, Any],

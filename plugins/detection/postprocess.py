@@ -28,16 +28,15 @@ class PackedDetectionLoss(DetectionLoss):
         return super().call(targets, unpack(y_pred, self.num_classes))
 
 
-def build_detection_loss(label_space: ftk.LabelSpace, config: Mapping[str, Any],
-                         class_counts: Any = None) -> PackedDetectionLoss:
+def build_detection_loss(space: Any, config: Mapping[str, Any]) -> PackedDetectionLoss:
     loss = config["loss"]
-    return PackedDetectionLoss(label_space.num_classes, config["backbone"]["image_size"],
+    return PackedDetectionLoss(space.num_classes, config["backbone"]["image_size"],
                                box_weight=loss["box_weight"],
                                centerness_weight=loss["centerness_weight"],
                                alpha=loss["focal_alpha"], gamma=loss["focal_gamma"])
 
 
-def postprocess_detections(outputs: tf.Tensor, label_space: ftk.LabelSpace,
+def postprocess_detections(outputs: tf.Tensor, space: Any,
                            config: Mapping[str, Any], features: Mapping[str, tf.Tensor]) -> dict:
     """Decode boxes, score them, keep the best per class (non-maximum
     suppression across the batch in one op) and scale them to each input
@@ -51,7 +50,7 @@ def postprocess_detections(outputs: tf.Tensor, label_space: ftk.LabelSpace,
     """
     size = config["backbone"]["image_size"]
     settings = config["head"]
-    parts = unpack(outputs, label_space.num_classes)
+    parts = unpack(outputs, space.num_classes)
     points, _, strides = box_ops.locations(size, STRIDES)
     corners = box_ops.decode(points, parts["box_regression"], strides) / size
     # FCOS ranks by the geometric mean of class score and centerness.
@@ -68,16 +67,16 @@ def postprocess_detections(outputs: tf.Tensor, label_space: ftk.LabelSpace,
     pixels = tf.stack([left * width, top * height, right * width, bottom * height], axis=-1)
     valid = tf.range(limit)[None, :] < nms.valid_detections[:, None]
     class_ids = tf.where(valid, tf.cast(nms.nmsed_classes, tf.int32), -1)
-    names = tf.constant([*label_space.classes, ""])
+    names = tf.constant([*space.classes, ""])
     return {"boxes": pixels, "scores": nms.nmsed_scores, "class_ids": class_ids,
-            "labels": tf.gather(names, tf.where(valid, class_ids, label_space.num_classes)),
+            "labels": tf.gather(names, tf.where(valid, class_ids, space.num_classes)),
             "num_detections": nms.valid_detections}
 
 
-def format_detections(row: Mapping[str, Any], label_space: ftk.LabelSpace) -> dict:
+def format_detections(row: Mapping[str, Any], space: Any) -> dict:
     """One image's detections as JSON-ready values."""
     count = int(row["num_detections"])
-    detections = [{"label": label_space.classes[int(row["class_ids"][i])],
+    detections = [{"label": space.classes[int(row["class_ids"][i])],
                    "score": round(float(row["scores"][i]), 4),
                    "box": [round(float(v), 1) for v in np.asarray(row["boxes"][i])]}
                   for i in range(count)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
 import tensorflow as tf
 
 import ftk
@@ -27,9 +26,9 @@ class DetectionPreprocessor(ImagePreprocessor):
         augmentation: the `data.augmentation` section, or None for none.
     """
 
-    def __init__(self, size: int, augmentation: Mapping[str, Any] | None):
-        super().__init__(size)
-        self.augmentation = augmentation
+    # The backbone takes the pixels; the head and postprocessor also read
+    # each image's original size.
+    backbone_input = "images"
 
     def __call__(self, encoded: tf.Tensor) -> dict[str, tf.Tensor]:
         def one(data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -74,7 +73,12 @@ def build_detection_preprocessor(backbone: Any, config: Mapping[str, Any]) -> De
             "backbone with feature maps (e.g. --backbone efficientnet-lite0)."
         )
     data = config["data"]
-    options = data["augmentation"]
+    return DetectionPreprocessor(image_size(backbone, config),
+                                 data["augmentation"] if data["augment"] else None)
+
+
+def check_augmentation(options: Mapping[str, Any]) -> None:
+    """Value checks of `data.augmentation`, before any data is read."""
     if not 0 < options["scale_min"] <= options["scale_max"]:
         raise ftk.ConfigError(
             "data.augmentation.scale_min must be above 0 and at most scale_max. Received: "
@@ -82,24 +86,3 @@ def build_detection_preprocessor(backbone: Any, config: Mapping[str, Any]) -> De
     if not 0 <= options["photometric"] <= 1:
         raise ftk.ConfigError("data.augmentation.photometric must be between 0 and 1. "
                               f"Received: {options['photometric']}")
-    return DetectionPreprocessor(image_size(backbone, config), options if data["augment"] else None)
-
-
-def encode_detection_targets(labels: list[dict], label_space: ftk.LabelSpace,
-                             source: str) -> np.ndarray:
-    """Pack each image's boxes into `[M, 6]` rows, padded to the most boxes
-    of any image (at least one row, so an all-negative set still has a shape)."""
-    index = {name: i for i, name in enumerate(label_space.classes)}
-    rows = max([len(label["boxes"]) for label in labels] + [1])
-    packed = np.zeros((len(labels), rows, 6), np.float32)
-    packed[:, :, 4] = -1
-    for image, label in enumerate(labels):
-        for row, (box, name, ignore) in enumerate(zip(label["boxes"], label["classes"],
-                                                      label["ignore"])):
-            if name not in index:
-                raise ftk.DataError(
-                    f"{source}: class {name!r} is not a class of the training data "
-                    f"({', '.join(label_space.classes)}). Fix the annotation or add it to "
-                    "the training data's categories.")
-            packed[image, row] = [*box, index[name], float(ignore)]
-    return packed

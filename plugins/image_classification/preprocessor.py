@@ -26,10 +26,6 @@ class ClassificationPreprocessor(ImagePreprocessor):
             augmentation at all.
     """
 
-    def __init__(self, size: int, augmentation: Mapping[str, Any] | None):
-        super().__init__(size)
-        self.augmentation = augmentation
-
     def augment(self, image: tf.Tensor, target: Any, seed: tf.Tensor) -> tuple[tf.Tensor, Any]:
         if self.augmentation is None:
             return resize(image, self.size), target
@@ -51,6 +47,8 @@ class ClassificationPreprocessor(ImagePreprocessor):
 class MixingPreprocessor(ClassificationPreprocessor):
     """Adds mixup and/or cutmix on whole batches; targets become class
     probabilities. With both on, each batch uses one of them at random."""
+
+    augments_batches = True
 
     def __init__(self, size: int, augmentation: Mapping[str, Any], num_classes: int):
         super().__init__(size, augmentation)
@@ -118,6 +116,17 @@ def _cutmix(images: tf.Tensor, targets: tf.Tensor, order: tf.Tensor, alpha: floa
     return mixed, kept * targets + (1 - kept) * tf.gather(targets, order)
 
 
+def check_augmentation(options: Mapping[str, Any]) -> None:
+    """Value checks of `data.augmentation`, before any data is read."""
+    if not 0 < options["crop_area"] <= 1:
+        raise ftk.ConfigError("data.augmentation.crop_area must be above 0 and at most 1. "
+                              f"Received: {options['crop_area']}")
+    for key in ("color_jitter", "mixup_alpha", "cutmix_alpha"):
+        if options[key] < 0:
+            raise ftk.ConfigError(f"data.augmentation.{key} must be 0 or more. "
+                                  f"Received: {options[key]}")
+
+
 def build_image_preprocessor(backbone: Any, config: Mapping[str, Any],
                              num_classes: int) -> ClassificationPreprocessor:
     """The preprocessor for `backbone` under the `data` config section."""
@@ -129,13 +138,6 @@ def build_image_preprocessor(backbone: Any, config: Mapping[str, Any],
         )
     data = config["data"]
     options = data["augmentation"]
-    if not 0 < options["crop_area"] <= 1:
-        raise ftk.ConfigError("data.augmentation.crop_area must be above 0 and at most 1. "
-                              f"Received: {options['crop_area']}")
-    for key in ("color_jitter", "mixup_alpha", "cutmix_alpha"):
-        if options[key] < 0:
-            raise ftk.ConfigError(f"data.augmentation.{key} must be 0 or more. "
-                                  f"Received: {options[key]}")
     size = image_size(backbone, config)
     if not data["augment"]:
         return ClassificationPreprocessor(size, None)

