@@ -38,7 +38,7 @@ from report import print_report, summary
 HERE = Path(__file__).resolve().parent
 SEED = 42  # --seed
 
-# ftk prints one per split, e.g. "Cached backbone features of 4000 train examples in 41.3 s".
+# ftk logs one per split, e.g. "Cached backbone features of 4000 train examples in 41.3 s".
 CACHED_LINE = re.compile(r"Cached backbone features of (\d+) (?:(\w+) )?examples in ([\d.]+) s")
 
 
@@ -128,7 +128,9 @@ def ftk_child(spec: dict[str, Any]) -> None:
     import tf_keras  # noqa: F401
 
     import ftk
+    from ftk.log import configure_cli_logging
 
+    configure_cli_logging()  # ftk's log lines, as `ftk run` shows them, name the caching times
     start = time.perf_counter()
     result = ftk.run(**spec)
     total = time.perf_counter() - start
