@@ -33,9 +33,11 @@ from ftk.api import (  # noqa: E402
     tasks,
 )
 from ftk.backbone import Backbone  # noqa: E402
+from ftk.converter import Converter  # noqa: E402
 from ftk.errors import ConfigError, DataError, FtkError, PluginError  # noqa: E402
 from ftk.hookspecs import hookimpl  # noqa: E402
 from ftk.hub.pypi import fetch_wheel_files  # noqa: E402
+from ftk.options import Option  # noqa: E402
 from ftk.preprocessor import Preprocessor, StringPassthrough  # noqa: E402
 from ftk.rundir import RunDirectory  # noqa: E402
 from ftk.targets import RealSpace, TargetSpace  # noqa: E402
@@ -46,9 +48,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Backbone",
     "ConfigError",
+    "Converter",
     "DataError",
     "Examples",
     "FtkError",
+    "Option",
     "PluginError",
     "Preprocessor",
     "RealSpace",

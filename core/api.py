@@ -124,25 +124,20 @@ def load(path: str | Path, *, plugins: Sequence[str] = ()) -> Any:
     return Predictor(path, registry.task(task_name))
 
 
-def predict(path: str | Path, inputs: Sequence[str], *, draw: str | Path | None = None,
-            plugins: Sequence[str] = ()) -> list[dict]:
+def predict(path: str | Path, inputs: Sequence[str], *, plugins: Sequence[str] = (),
+            **options: Any) -> list[dict]:
     """Predictions for literal inputs or files, as `ftk predict` prints them.
 
-    With `draw`, tasks that can picture a prediction (detection) also write
-    one image per input into that folder, named after the input file.
+    Keyword options are the task's own `predict_options`; detection's `draw`
+    also writes one image per input into that folder, named after the input.
     """
+    from ftk.options import check_given
+
     model = load(path, plugins=plugins)
+    given = check_given(options, model.task.predict_options, f"task {model.task.name!r}")
     values = model.task.prediction_inputs(list(inputs))
-    if draw is not None and not model.task.can_draw:
-        raise FtkError(f"Task {model.task.name!r} cannot draw its predictions; leave out --draw.")
     predictions = model.predict(values)
-    if draw is not None:
-        folder = Path(draw)
-        folder.mkdir(parents=True, exist_ok=True)
-        for value, prediction in zip(values, predictions):
-            target = folder / f"{Path(str(value)).stem}.png"
-            model.task.draw_prediction(value, prediction, target)
-            prediction["drawing"] = str(target)
+    model.task.finish_predictions(values, predictions, **given)
     return predictions
 
 
@@ -178,20 +173,52 @@ def pull_backbone(name: str, *, force: bool = False, plugins: Sequence[str] = ()
 
 
 def convert_backbone(checkpoint: str | Path, output_dir: str | Path, *,
-                     seq_length: int = 128) -> Path:
+                     converter: str | None = None, plugins: Sequence[str] = (),
+                     **options: Any) -> Path:
     """Convert a checkpoint into Hub-format SavedModels in `output_dir`.
 
-    A folder is a BERT-family checkpoint (config.json, model.safetensors,
-    vocab.txt) and becomes an encoder plus a preprocessor; a `.pth` file is an
-    EfficientNet-Lite0 PyTorch state dict and becomes an image backbone.
+    The converter is the one registered converter that claims the checkpoint
+    (`ftk backbones convert` lists them in its error when none does), or the
+    one named by `converter`.
+
+    Args:
+        checkpoint: a checkpoint file or folder.
+        output_dir: the folder to write (or to replace, if it holds an
+            earlier conversion).
+        converter: a converter name, to choose one explicitly.
+        plugins: extra plugin modules to load.
+        **options: the chosen converter's options, e.g. `seq_length=64`.
+
+    Example:
+        ```python
+        ftk.convert_backbone("all-MiniLM-L6-v2/", "minilm", seq_length=128)
+        ```
     """
-    if Path(checkpoint).suffix in (".pth", ".pt"):
-        from ftk.hub.efficientnet_convert import convert_efficientnet_lite
+    from ftk.options import check_given
 
-        return convert_efficientnet_lite(checkpoint, output_dir)
-    from ftk.hub.bert_convert import convert_bert_checkpoint
+    registry = build_registry(plugins)
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FtkError(f"Checkpoint {path} does not exist.")
+    if converter is not None:
+        if converter not in registry.converters:
+            known = ", ".join(sorted(registry.converters)) or "none"
+            raise FtkError(f"Unknown converter {converter!r}. Known converters: {known}.")
+        chosen = [registry.converters[converter]]
+    else:
+        chosen = [c for c in registry.converters.values() if c.claims(path)]
+    if not chosen:
+        takes = "; ".join(f"{c.name} takes {c.description}"
+                          for c in sorted(registry.converters.values(), key=lambda c: c.name))
+        raise FtkError(f"No converter recognises {path}. {takes or 'No converter is installed'}.")
+    if len(chosen) > 1:
+        names = ", ".join(c.name for c in chosen)
+        raise FtkError(f"Several converters claim {path} ({names}); pass --converter NAME.")
+    from ftk import progress
 
-    return convert_bert_checkpoint(checkpoint, output_dir, default_seq_length=seq_length)
+    given = check_given(options, chosen[0].options, f"converter {chosen[0].name!r}")
+    with progress.timed(f"Converting {path} with the {chosen[0].name} converter"):
+        return Path(chosen[0].convert(path, Path(output_dir), **given))
 
 
 def installed_plugins(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:

@@ -19,6 +19,51 @@ PLUGIN_OPTION = click.option("--plugin", "plugins", multiple=True, metavar="MODU
                              help="Load a plugin module ad hoc (repeatable).")
 
 
+class PluginOptionsCommand(click.Command):
+    """A command that also takes the options installed plugins declare for it
+    (`ftk.Option`s of converters or tasks), read from the registry when the
+    command line is parsed."""
+
+    def __init__(self, *args: Any, plugin_options: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.plugin_options = plugin_options
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `--plugin MODULE` must be known before the options it adds are parsed.
+        ctx.meta["ftk.plugins"] = tuple(
+            [value for flag, value in zip(args, args[1:]) if flag == "--plugin"]
+            + [arg.split("=", 1)[1] for arg in args if arg.startswith("--plugin=")])
+        return super().parse_args(ctx, args)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        taken = {param.name for param in params}
+        extra = [click.Option([option.flag], is_flag=option.type is bool,
+                              type=None if option.type is bool else option.type,
+                              default=None, help=option.help)
+                 for option in self.plugin_options(ctx.meta.get("ftk.plugins", ()))
+                 if option.name not in taken]
+        return params + extra
+
+
+def _converter_options(plugins: tuple[str, ...]) -> list[Any]:
+    from ftk.registry import build_registry
+
+    options: dict[str, Any] = {}
+    for converter in build_registry(plugins).converters.values():
+        options.update({option.name: option for option in converter.options})
+    return list(options.values())
+
+
+def _predict_options(plugins: tuple[str, ...]) -> list[Any]:
+    from ftk.registry import build_registry
+
+    options: dict[str, Any] = {}
+    for task in build_registry(plugins).tasks.values():
+        options.update({option.name: option for option in task.predict_options})
+    return list(options.values())
+
+
 class FtkGroup(click.Group):
     """Turns ftk errors into one readable line and a non-zero exit."""
 
@@ -94,16 +139,14 @@ def evaluate(path: str, data: str, batch_size: int | None, plugins: tuple[str, .
     click.echo(json.dumps(api.evaluate(path, data, batch_size=batch_size, plugins=plugins), indent=2))
 
 
-@cli.command()
+@cli.command(cls=PluginOptionsCommand, plugin_options=_predict_options)
 @click.argument("path")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--draw", "draw", type=click.Path(file_okay=False), default=None,
-              help="Also write each input with its predictions drawn into this folder "
-                   "(detection).")
 @PLUGIN_OPTION
-def predict(path: str, inputs: tuple[str, ...], draw: str | None, plugins: tuple[str, ...]) -> None:
-    """Predict for INPUTS (texts, files or a data file); JSON out."""
-    click.echo(json.dumps(api.predict(path, list(inputs), draw=draw, plugins=plugins), indent=2))
+def predict(path: str, inputs: tuple[str, ...], plugins: tuple[str, ...], **options: Any) -> None:
+    """Predict for INPUTS (texts, files or a data file); JSON out. Tasks may
+    add options of their own (detection: --draw DIR)."""
+    click.echo(json.dumps(api.predict(path, list(inputs), plugins=plugins, **options), indent=2))
 
 
 @cli.command()
@@ -165,15 +208,20 @@ def backbones_pull(name: str, force: bool, plugins: tuple[str, ...]) -> None:
     click.echo(str(api.pull_backbone(name, force=force, plugins=plugins)))
 
 
-@backbones.command("convert")
+@backbones.command("convert", cls=PluginOptionsCommand, plugin_options=_converter_options)
 @click.argument("checkpoint")
 @click.argument("output_dir")
-@click.option("--seq-length", type=int, default=128, show_default=True,
-              help="Sequence length of a BERT preprocessor's default call.")
-def backbones_convert(checkpoint: str, output_dir: str, seq_length: int) -> None:
-    """Convert CHECKPOINT to Hub format: a BERT-family folder (config.json,
-    model.safetensors, vocab.txt) or an EfficientNet-Lite0 .pth file."""
-    click.echo(str(api.convert_backbone(checkpoint, output_dir, seq_length=seq_length)))
+@click.option("--converter", default=None, metavar="NAME",
+              help="The converter to use (default: the one that recognises CHECKPOINT).")
+@PLUGIN_OPTION
+def backbones_convert(checkpoint: str, output_dir: str, converter: str | None,
+                      plugins: tuple[str, ...], **options: Any) -> None:
+    """Convert CHECKPOINT to Hub format with the converter that recognises it
+    (built in: a BERT-family folder with config.json, model.safetensors and
+    vocab.txt, or an EfficientNet-Lite0 .pth file). Converters add options of
+    their own (BERT: --seq-length)."""
+    click.echo(str(api.convert_backbone(checkpoint, output_dir, converter=converter,
+                                        plugins=plugins, **options)))
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:

@@ -3,24 +3,21 @@ metrics, computed on the exported model."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from ftk.rundir import RunDirectory
 from ftk.task import Examples, Task
-
-log = logging.getLogger(__name__)
 
 
 def score(task: Task, predictor: Any, examples: Examples) -> dict[str, Any]:
     """The task's metrics for one labelled data source, through the export."""
     targets = task.encode_targets(examples)
     batch_size = task.config["train"]["batch_size"]
-    log.info(f"Scoring {len(examples)} examples of {examples.source} ...")
+    described = f"Scoring {len(examples)} examples of {examples.source}"
     if task.evaluate_on == "predictions":
-        outputs = predictor.prediction_arrays(examples.inputs, batch_size=batch_size)
+        outputs = predictor.prediction_arrays(examples.inputs, batch_size, progress=described)
     else:
-        outputs = predictor.raw_outputs(examples.inputs, batch_size=batch_size)
+        outputs = predictor.raw_outputs(examples.inputs, batch_size, progress=described)
     return task.evaluate(targets, outputs)
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import click
 
     from ftk.backbone import Backbone
+    from ftk.converter import Converter
     from ftk.task import Task
 
 hookspec = pluggy.HookspecMarker("ftk")
@@ -22,7 +23,7 @@ hookimpl = pluggy.HookimplMarker("ftk")
 
 
 @hookspec
-def ftk_register_tasks(register: Callable[[Task], None]) -> None:
+def ftk_register_tasks(register: Callable[[type[Task]], None]) -> None:
     """Register fine-tuning tasks.
 
     Called once when the plugin registry is built, before any command runs.
@@ -36,7 +37,9 @@ def ftk_register_tasks(register: Callable[[Task], None]) -> None:
 
     Example:
         ```python
-        class Sentiment(ftk.classification.ClassificationTask):
+        from ftk.classification import ClassificationTask
+
+        class Sentiment(ClassificationTask):
             name = "sentiment"
             default_backbone = "minilm-l6"
             ...
@@ -66,6 +69,30 @@ def ftk_register_backbones(register: Callable[[Backbone], None]) -> None:
         def ftk_register_backbones(register):
             register(ftk.Backbone(name="nnlm-en-50", kind="text_embedding",
                                   handle="https://tfhub.dev/google/nnlm-en-dim50/2"))
+        ```
+    """
+
+
+@hookspec
+def ftk_register_converters(register: Callable[[Converter], None]) -> None:
+    """Register checkpoint converters for `ftk backbones convert`.
+
+    Called once when the plugin registry is built. `ftk backbones convert
+    CHECKPOINT OUTPUT` asks each converter whether it `claims` the checkpoint
+    and runs the one that does; a converter's `options` become options of that
+    command. A backbone-family plugin registers its converter here and its
+    presets in `ftk_register_backbones`.
+
+    Args:
+        register: call it with one `ftk.Converter` per checkpoint format.
+
+    Example:
+        ```python
+        @ftk.hookimpl
+        def ftk_register_converters(register):
+            register(ftk.Converter(name="my-family", description="a my-family folder",
+                                   claims=lambda path: (path / "my.json").is_file(),
+                                   convert=convert_my_family))
         ```
     """
 

@@ -72,24 +72,34 @@ class Predictor:
                 results.append(self.task.format_prediction(values))
         return results
 
-    def raw_outputs(self, inputs: Sequence[Any], batch_size: int = 64) -> np.ndarray:
-        """The model's outputs (logits) for `inputs`, as `ftk evaluate` scores them."""
-        chunks = [outputs["outputs"] for outputs in self._run("raw_outputs", inputs, batch_size)]
+    def raw_outputs(self, inputs: Sequence[Any], batch_size: int = 64, *,
+                    progress: str | None = None) -> np.ndarray:
+        """The model's outputs (logits) for `inputs`, as `ftk evaluate` scores
+        them; with `progress`, a progress display of that name."""
+        chunks = [outputs["outputs"]
+                  for outputs in self._run("raw_outputs", inputs, batch_size, progress)]
         return np.concatenate(chunks) if chunks else np.zeros((0,))
 
-    def prediction_arrays(self, inputs: Sequence[Any], batch_size: int = 64) -> dict[str, np.ndarray]:
+    def prediction_arrays(self, inputs: Sequence[Any], batch_size: int = 64, *,
+                          progress: str | None = None) -> dict[str, np.ndarray]:
         """`serving_default`'s outputs for `inputs`, concatenated over batches."""
         chunks: dict[str, list[np.ndarray]] = {}
-        for outputs in self._run("serve", inputs, batch_size):
+        for outputs in self._run("serve", inputs, batch_size, progress):
             for key, value in outputs.items():
                 chunks.setdefault(key, []).append(value)
         return {key: np.concatenate(values) for key, values in chunks.items()}
 
-    def _run(self, function: str, inputs: Sequence[Any], batch_size: int) -> Any:
+    def _run(self, function: str, inputs: Sequence[Any], batch_size: int,
+             progress: str | None = None) -> Any:
         """The outputs of `function` (`serve` or `raw_outputs`) batch by batch,
         in the input forms the task chooses, as numpy arrays."""
         import tensorflow as tf
 
-        for form, batch in self.task.prediction_batches(inputs, batch_size):
+        from ftk import progress as display
+
+        batches = self.task.prediction_batches(inputs, batch_size)
+        if progress is not None:
+            batches = display.track(batches, -(-len(inputs) // batch_size), progress)
+        for form, batch in batches:
             call = getattr(self._module, f"{function}_{form}" if form else function)
             yield {key: value.numpy() for key, value in call(tf.constant(batch)).items()}

@@ -17,6 +17,7 @@ import pluggy
 
 from ftk import hookspecs
 from ftk.backbone import Backbone, backbone_problems
+from ftk.converter import Converter, converter_problems
 from ftk.errors import FtkError, PluginError
 from ftk.task import Task, task_problems
 
@@ -27,6 +28,8 @@ BUILTIN_PLUGINS = {
     "text_classification": "ftk.plugins.text_classification",
     "image_classification": "ftk.plugins.image_classification",
     "detection": "ftk.plugins.detection",
+    "bert": "ftk.plugins.bert",
+    "efficientnet_lite": "ftk.plugins.efficientnet_lite",
 }
 
 
@@ -46,6 +49,7 @@ class Registry:
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     tasks: dict[str, type[Task]] = field(default_factory=dict)
     backbones: dict[str, Backbone] = field(default_factory=dict)
+    converters: dict[str, Converter] = field(default_factory=dict)
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def task(self, name: str) -> type[Task]:
@@ -93,6 +97,8 @@ def build_registry(extra_plugins: Sequence[str] = ()) -> Registry:
             _load(registry, module, module, lambda m=module: importlib.import_module(m), None)
     _check_hook_names(registry)
     _collect(registry, "ftk_register_backbones", "backbone", registry.backbones, backbone_problems)
+    _collect(registry, "ftk_register_converters", "converter", registry.converters,
+             converter_problems)
     _collect(registry, "ftk_register_tasks", "task", registry.tasks, task_problems)
     return registry
 

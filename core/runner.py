@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ftk import config as config_lib
+from ftk import progress
 from ftk.registry import Registry
 from ftk.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from ftk.task import Task
@@ -70,8 +71,7 @@ def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) 
 
     metadata = {"task": task.name, "backbone": backbone.name, "targets": task.space.to_json(),
                 "config": saved_config(config)}
-    log.info("Writing the export ...")
-    with run.building("export") as staging:
+    with progress.timed("Writing the export"), run.building("export") as staging:
         write_export(staging, parts.model, parts.preprocessor, task.postprocess, metadata,
                      task.space.files())
     metrics = evaluate_run(task, run, inputs.splits)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
 
-from ftk.errors import FtkError
+from ftk.options import Option, option_problems
 from ftk.targets import RealSpace, TargetSpace
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ class Task:
             `train.monitor` naming a metric without a direction is refused.
         evaluate_on: what `evaluate` scores: `"raw_outputs"` (the model's
             outputs) or `"predictions"` (the export's postprocessed outputs).
+        predict_options: `ftk.Option`s the task adds to `ftk predict` (and
+            `ftk.predict`), handled by `finish_predictions`.
 
     Example:
         ```python
@@ -99,6 +101,7 @@ class Task:
     space_type: ClassVar[type[TargetSpace]] = RealSpace
     metric_directions: ClassVar[Mapping[str, str]] = {}
     evaluate_on: ClassVar[str] = "raw_outputs"
+    predict_options: ClassVar[tuple[Option, ...]] = ()
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("read_data", "build_preprocessor", "build_head",
                                            "build_loss")
@@ -208,11 +211,10 @@ class Task:
     def write_samples(self, predictor: Any, examples: Examples, run: "RunDirectory") -> None:
         """Pictures of a few predictions of the evaluated examples, through `run`."""
 
-    can_draw: ClassVar[bool] = False
-
-    def draw_prediction(self, raw_input: Any, prediction: Mapping[str, Any], path: Path) -> None:
-        """Write a picture of one prediction to `path` (when `can_draw`)."""
-        raise FtkError(f"Task {self.name!r} cannot draw its predictions.")
+    def finish_predictions(self, inputs: Sequence[Any], predictions: list[dict[str, Any]],
+                           **options: Any) -> None:
+        """Act on the task's `predict_options` after `ftk predict` (detection's
+        `--draw DIR` writes pictures); may add keys to `predictions`."""
 
     # Metric directions ----------------------------------------------------
     def direction(self, monitor: str) -> str | None:
@@ -249,6 +251,7 @@ def task_problems(task: Any) -> list[str]:
     if not (isinstance(task.space_type, type) and issubclass(task.space_type, TargetSpace)
             and task.space_type.kind):
         problems.append("space_type must be an ftk.TargetSpace subclass with a kind")
+    problems += option_problems(list(task.predict_options))
     if task.evaluate_on not in EVALUATE_ON:
         problems.append(f"evaluate_on must be one of {', '.join(EVALUATE_ON)}. "
                         f"Received: {task.evaluate_on!r}")

@@ -201,11 +201,11 @@ def tiny_bert(path: str | Path, *, words: Sequence[str], seq_length: int = 32, *
     Returns:
         The folder, usable as `--backbone` (ftk finds both SavedModels in it).
     """
-    from ftk.hub.bert_convert import convert_bert_checkpoint
+    import ftk
 
     folder = Path(path)
     checkpoint = tiny_bert_checkpoint(folder.with_name(folder.name + "-checkpoint"), words=words, **sizes)
-    convert_bert_checkpoint(checkpoint, folder, default_seq_length=seq_length)
+    ftk.convert_backbone(checkpoint, folder, seq_length=seq_length)
     return str(folder)
 
 

@@ -1,7 +1,7 @@
 """Test helpers: a plain numpy BERT forward pass and a tiny checkpoint writer.
 
 The forward pass works on Hugging Face tensor names and PyTorch layouts
-directly, sharing no code with `ftk.hub`, so agreement between the two
+directly, sharing no code with `ftk.plugins.bert`, so agreement between the two
 checks the converter's weight mapping as well as the TF model.
 """
 

@@ -22,8 +22,8 @@ from bert_reference import bert_forward
 from safetensors.numpy import load_file, save_file
 
 from ftk import testing
-from ftk.hub import bert_convert
-from ftk.hub.bert_convert import convert_bert_checkpoint
+import ftk.plugins.bert.convert as bert_convert
+from ftk.plugins.bert.convert import convert_bert_checkpoint
 from ftk.errors import FtkError
 
 WORDS = ["the", "quick", "brown", "fox", "jump", "over", "lazy", "dog", ".",
@@ -364,3 +364,12 @@ def test_cli_convert_makes_a_usable_backbone(tmp_path, topics):
     assert run.metrics["num_examples"] > 0
     missing = ftk_cli("backbones", "convert", tmp_path / "nowhere", tmp_path / "out")
     assert missing.exit_code == 1 and "nowhere" in missing.stderr and "Traceback" not in missing.output
+
+
+def test_the_converter_claims_folders_of_bert_model_type(tiny, tmp_path):
+    from ftk.plugins.bert import claims
+
+    assert claims(tiny["ckpt"])
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "architectures": ["GPT2Model"]}')
+    assert not claims(tmp_path)
+    assert not claims(tmp_path / "nowhere")

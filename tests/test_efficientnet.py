@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ftk.errors import FtkError
-from ftk.hub.efficientnet_lite import EfficientNetLiteConfig, Stage
+from ftk.plugins.efficientnet_lite.model import EfficientNetLiteConfig, Stage
 from torch_checkpoints import write_legacy
 
 # --- Conversion of a tiny random EfficientNet-Lite -------------------------
@@ -108,7 +108,7 @@ def _reference_forward(state: dict[str, np.ndarray],
 
 @pytest.fixture(scope="module")
 def tiny_lite(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
-    from ftk.hub.efficientnet_convert import convert_efficientnet_lite
+    from ftk.plugins.efficientnet_lite.convert import convert_efficientnet_lite
 
     folder = tmp_path_factory.mktemp("tiny_lite")
     state = _random_lite_state_dict()
@@ -205,7 +205,7 @@ def test_keras_layer_trains_with_block_numbered_variables(tiny_lite):
 
 
 def test_a_mismatched_checkpoint_fails_and_leaves_nothing(tmp_path):
-    from ftk.hub.efficientnet_convert import convert_efficientnet_lite
+    from ftk.plugins.efficientnet_lite.convert import convert_efficientnet_lite
 
     state = _random_lite_state_dict()
     del state["_blocks.2._bn1.running_var"]
@@ -222,7 +222,7 @@ def test_a_mismatched_checkpoint_fails_and_leaves_nothing(tmp_path):
 
 
 def test_conversion_never_replaces_a_foreign_folder(tmp_path):
-    from ftk.hub.efficientnet_convert import convert_efficientnet_lite
+    from ftk.plugins.efficientnet_lite.convert import convert_efficientnet_lite
 
     target = tmp_path / "mine"
     target.mkdir()
@@ -281,3 +281,16 @@ def test_real_lite0_recognises_sample_photos(lite0):
             for name, row in zip(photos, outputs["logits"].numpy())}
     assert "daisy" in top5["flower.jpg"], top5
     assert BUILDINGS & set(top5["china.jpg"]), top5
+
+
+def test_the_converter_claims_efficientnet_state_dicts_by_their_layout(tmp_path):
+    from torch_checkpoints import write_zip
+
+    from ftk.plugins.efficientnet_lite import claims
+
+    state = _random_lite_state_dict()
+    assert claims(write_legacy(tmp_path / "legacy.pth", state))
+    assert claims(write_zip(tmp_path / "zipped.pt", state))
+    other = {"conv1.weight": np.zeros((2, 2), np.float32)}
+    assert not claims(write_legacy(tmp_path / "resnet.pth", other))
+    assert not claims(tmp_path)

@@ -73,7 +73,12 @@ def test_builtin_plugin_is_registered_like_a_third_party_one():
         assert registry.plugin_of("task", task) == task
         assert registry.plugins[task].module == f"ftk.plugins.{task}"
         assert f"ftk.plugins.{task}" in declared
-    assert registry.plugin_of("backbone", "efficientnet-lite0") == "image_classification"
+    for family in ("bert", "efficientnet_lite"):
+        assert registry.plugins[family].module == f"ftk.plugins.{family}"
+        assert f"ftk.plugins.{family}" in declared
+    assert registry.plugin_of("backbone", "efficientnet-lite0") == "efficientnet_lite"
+    assert registry.plugin_of("backbone", "minilm-l6") == "bert"
+    assert registry.plugin_of("converter", "bert") == "bert"
 
 
 def test_ftk_register_tasks(plugin_module, monkeypatch):
@@ -96,6 +101,46 @@ def test_ftk_register_backbones(plugin_module):
     listed = {b["name"]: b for b in ftk.backbones(plugins=[name])}
     assert listed["nnlm-en-50"]["plugin"] == name
     assert listed["nnlm-en-50"]["source"] == "https://tfhub.dev/google/nnlm-en-dim50/2"
+
+
+def test_ftk_register_converters(plugin_module, tmp_path):
+    name = plugin_module('''
+        import json
+        from pathlib import Path
+
+        import ftk
+
+        def convert(checkpoint, output_dir, *, width=2):
+            output_dir.mkdir(parents=True)
+            (output_dir / "made.json").write_text(json.dumps({"width": width}))
+            return output_dir
+
+        @ftk.hookimpl
+        def ftk_register_converters(register):
+            register(ftk.Converter(
+                name="toy", description="a folder holding toy.json",
+                claims=lambda path: (Path(path) / "toy.json").is_file(), convert=convert,
+                options=(ftk.Option("width", int, "Toy width."),)))
+    ''')
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "toy.json").write_text("{}")
+    result = ftk_cli("backbones", "convert", source, tmp_path / "out", "--width", 5,
+                     "--plugin", name)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "made.json").read_text() == '{"width": 5}'
+    # An option of another converter does not apply to this checkpoint.
+    other = ftk_cli("backbones", "convert", source, tmp_path / "o2", "--seq-length", 8,
+                    "--plugin", name)
+    assert other.exit_code == 1
+    assert "--seq-length does not apply to converter 'toy' (its options: --width)." in other.stderr
+    # A checkpoint nobody recognises lists what each converter takes.
+    (tmp_path / "empty").mkdir()
+    unknown = ftk_cli("backbones", "convert", tmp_path / "empty", tmp_path / "o3", "--plugin", name)
+    assert unknown.exit_code == 1 and "Traceback" not in unknown.output
+    assert f"No converter recognises {tmp_path / 'empty'}." in unknown.stderr
+    assert "bert takes a Hugging Face BERT-family folder" in unknown.stderr
+    assert "toy takes a folder holding toy.json" in unknown.stderr
 
 
 def test_ftk_register_commands(plugin_module):
@@ -180,7 +225,9 @@ def test_unknown_task_lists_known_ones(topics):
 def test_ftk_plugins_prints_json():
     result = ftk_cli("plugins")
     entry = next(p for p in json_out(result) if p["name"] == "text_classification")
-    assert entry["hooks"] == ["ftk_register_backbones", "ftk_register_tasks"]
+    assert entry["hooks"] == ["ftk_register_tasks"]
+    family = next(p for p in json_out(result) if p["name"] == "bert")
+    assert family["hooks"] == ["ftk_register_backbones", "ftk_register_converters"]
     assert entry["version"] == importlib.metadata.version("ftk")
 
 
@@ -273,7 +320,8 @@ def test_a_misspelt_hook_is_an_error_naming_the_plugin(plugin_module):
     result = ftk_cli("tasks", "--plugin", name)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"Plugin {name!r} implements ftk_register_task, which is not an ftk hook." in result.stderr
-    assert "Known hooks: ftk_register_backbones, ftk_register_commands, ftk_register_tasks" \
+    assert ("Known hooks: ftk_register_backbones, ftk_register_commands, "
+            "ftk_register_converters, ftk_register_tasks") \
         in result.stderr
 
 

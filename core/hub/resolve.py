@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +14,6 @@ from ftk.errors import FtkError
 from ftk.paths import backbone_cache_dir
 
 METADATA_FILE = "backbone.json"
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,8 +63,10 @@ def pull(preset: Backbone, *, force: bool = False) -> Path:
         )
     if is_pulled(preset.name) and not force:
         return target
-    log.info(f"Preparing backbone {preset.name!r} in {target} (first use only) ...")
-    with building_dir(target) as staging:
+    from ftk import progress
+
+    description = f"Preparing backbone {preset.name!r} in {target} (first use only)"
+    with progress.timed(description), building_dir(target) as staging:
         preset.pull(staging)
         if not (staging / "encoder" / "saved_model.pb").exists():
             raise FtkError(f"Pulling backbone {preset.name!r} wrote no encoder SavedModel.")

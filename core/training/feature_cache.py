@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import tensorflow as tf
 
+from ftk import progress
 from ftk.data import make_dataset
 from ftk.errors import ConfigError
 from ftk.training.model import BACKBONE_OUTPUTS, HEAD_FEATURES
@@ -142,7 +143,9 @@ class FeatureCache:
         start = time.perf_counter()
         # Targets come from the pipeline too: a preprocessor may transform them
         # (detection scales boxes to the resized image).
-        batches = ((self._encode(features), targets) for features, targets in ordered)
+        steps = -(-len(inputs) // self.batch_size)
+        batches = ((self._encode(features), targets) for features, targets in
+                   progress.track(ordered, steps, f"Caching backbone features ({split})"))
         first = _numpy(next(batches))
         count = len(inputs)
         per_example = sum(leaf.nbytes for leaf in tf.nest.flatten(first)) / _batch_length(first)

@@ -44,7 +44,8 @@ class Detection(ftk.Task):
         "data.format": ("auto", "coco", "voc"), "data.augmentation.flip": ("horizontal", "none")}
     space_type = BoxSpace
     evaluate_on = "predictions"
-    can_draw = True
+    predict_options = (ftk.Option("draw", str, "Also write each input with its detections "
+                                              "drawn into this folder (PNG)."),)
     space: BoxSpace
 
     def check_config(self) -> None:
@@ -107,10 +108,18 @@ class Detection(ftk.Task):
         if picture is not None:
             run.write_bytes("plots/detection_samples.png", picture)
 
-    def draw_prediction(self, raw_input: Any, prediction: Mapping[str, Any], path: Path) -> None:
+    def finish_predictions(self, inputs: Any, predictions: list[dict[str, Any]],
+                           draw: str | None = None) -> None:
         from ftk.plugins.detection.draw import save_prediction_drawing
 
-        save_prediction_drawing(raw_input, prediction, path)
+        if draw is None:
+            return
+        folder = Path(draw)
+        folder.mkdir(parents=True, exist_ok=True)
+        for value, prediction in zip(inputs, predictions):
+            target = folder / f"{Path(str(value)).stem}.png"
+            save_prediction_drawing(value, prediction, target)
+            prediction["drawing"] = str(target)
 
     def demo_data(self, folder: Path) -> dict[str, Path]:
         from ftk.plugins.detection.demo import demo_detection_data

