@@ -342,6 +342,18 @@ class ClassificationTask(Task):
         "accuracy": "max", "top5_accuracy": "max"}
     space: ClassSpace
 
+    def check_config(self) -> None:
+        from ftk.config import require
+
+        config = self.config
+        require(config, "head.dropout", lambda v: 0 <= v < 1, "at least 0 and below 1")
+        require(config, "loss.label_smoothing", lambda v: 0 <= v < 1, "at least 0 and below 1")
+        require(config, "loss.focal_gamma", lambda v: v >= 0, "0 or more")
+        require(config, "loss.class_weights",
+                lambda v: v is None or v == "balanced" or (isinstance(v, dict) and all(
+                    isinstance(w, (int, float)) and w >= 0 for w in v.values())),
+                "'balanced' or a mapping of class name to a weight of 0 or more")
+
     def split_validation(self, examples: Examples, fraction: float,
                          seed: int) -> tuple[Examples, Examples]:
         return stratified_split(examples, fraction, seed)

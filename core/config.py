@@ -114,34 +114,57 @@ def resolve(
     return config
 
 
+def require(config: Mapping[str, Any], key: str, valid: Any, expected: str) -> None:
+    """Refuse the value at dotted `key` unless `valid(value)`.
+
+    Example:
+        ```python
+        require(config, "head.dropout", lambda v: 0 <= v < 1, "at least 0 and below 1")
+        ```
+
+    Raises:
+        ConfigError: `KEY must be EXPECTED. Received: VALUE`.
+    """
+    value = get(config, key)
+    if not valid(value):
+        raise ConfigError(f"{key} must be {expected}. Received: {value!r}")
+
+
 def check_values(config: Mapping[str, Any]) -> None:
     """Value checks of the engine's keys (types and choices are checked while
-    merging); run before any data is read.
+    merging); run before any data is read or a backbone pulled.
 
     Raises:
         ConfigError: naming the key, what it must be and what it is.
     """
     import math
+    import re
 
-    train, data = config["train"], config["data"]
+    def regex(pattern: Any) -> bool:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError):
+            return False
+        return True
+
     rules = [
-        ("train.epochs", train["epochs"] >= 1, "at least 1"),
-        ("train.batch_size", train["batch_size"] >= 1, "at least 1"),
-        ("train.learning_rate", math.isfinite(train["learning_rate"]) and train["learning_rate"] > 0,
-         "a finite number above 0"),
-        ("train.weight_decay", train["weight_decay"] >= 0, "0 or more"),
-        ("train.warmup_ratio", 0 <= train["warmup_ratio"] <= 1, "between 0 and 1"),
-        ("train.backbone_lr_multiplier", train["backbone_lr_multiplier"] > 0, "above 0"),
-        ("train.head_epochs", train["head_epochs"] >= 0, "0 or more"),
-        ("train.early_stopping_patience",
-         train["early_stopping_patience"] is None or train["early_stopping_patience"] >= 1,
+        ("train.epochs", lambda v: v >= 1, "at least 1"),
+        ("train.batch_size", lambda v: v >= 1, "at least 1"),
+        ("train.learning_rate", lambda v: math.isfinite(v) and v > 0, "a finite number above 0"),
+        ("train.weight_decay", lambda v: math.isfinite(v) and v >= 0, "0 or more"),
+        ("train.warmup_ratio", lambda v: 0 <= v <= 1, "between 0 and 1"),
+        ("train.backbone_lr_multiplier", lambda v: math.isfinite(v) and v > 0, "above 0"),
+        ("train.head_epochs", lambda v: v >= 0, "0 or more"),
+        ("train.early_stopping_patience", lambda v: v is None or v >= 1,
          "at least 1 (or null for no early stopping)"),
-        ("train.cache_memory_mb", train["cache_memory_mb"] >= 0, "0 or more"),
-        ("data.validation_split", 0 <= data["validation_split"] < 1, "at least 0 and below 1"),
+        ("train.cache_memory_mb", lambda v: v >= 0, "0 or more"),
+        ("data.validation_split", lambda v: 0 <= v < 1, "at least 0 and below 1"),
+        ("backbone.trainable_blocks", lambda v: v is None or v >= 1, "at least 1 (or null)"),
+        ("backbone.trainable_patterns", lambda v: all(isinstance(p, str) and regex(p) for p in v),
+         "a list of valid regular expressions"),
     ]
     for key, valid, expected in rules:
-        if not valid:
-            raise ConfigError(f"{key} must be {expected}. Received: {get(config, key)!r}")
+        require(config, key, valid, expected)
 
 
 def load_yaml_file(path: str | Path) -> dict[str, Any]:

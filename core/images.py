@@ -28,6 +28,13 @@ IMAGE_TYPES: dict[str, Any] = {"backbone.image_size": int}
 log = logging.getLogger(__name__)
 
 
+def check_image_config(config: Mapping[str, Any]) -> None:
+    """Value checks of the image keys every image task offers."""
+    from ftk.config import require
+
+    require(config, "backbone.image_size", lambda v: v is None or v >= 8, "at least 8 (or null)")
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 

@@ -112,3 +112,26 @@ def test_monitor_and_split_are_checked(tmp_path, topics, embedding):
     message = _run_error("--data", topics["train"], "--backbone", embedding, "--output",
                          tmp_path / "b", "--set", "data.validation_split=-0.1")
     assert "data.validation_split must be at least 0 and below 1. Received: -0.1" in message
+
+
+@pytest.mark.parametrize("task, assignment, message", [
+    ("text_classification", "train.epochs=0", "train.epochs must be at least 1. Received: 0"),
+    ("text_classification", "train.learning_rate=.inf",
+     "train.learning_rate must be a finite number above 0. Received: inf"),
+    ("text_classification", "train.batch_size=-4", "train.batch_size must be at least 1."),
+    ("text_classification", "backbone.trainable_patterns=['(']",
+     "backbone.trainable_patterns must be a list of valid regular expressions."),
+    ("text_classification", "head.dropout=1.5", "head.dropout must be at least 0 and below 1."),
+    ("text_classification", "backbone.max_seq_length=2", "backbone.max_seq_length must be at least 3."),
+    ("image_classification", "data.augmentation.crop_area=0",
+     "data.augmentation.crop_area must be above 0 and at most 1."),
+    ("image_classification", "backbone.image_size=4", "backbone.image_size must be at least 8"),
+    ("detection", "head.iou_threshold=2", "head.iou_threshold must be between 0 and 1."),
+    ("detection", "data.augmentation.scale_min=0", "data.augmentation.scale_min must be above 0"),
+])
+def test_impossible_values_are_refused_before_any_data_is_read(task, assignment, message, tmp_path):
+    result = ftk_cli("run", "--task", task, "--data", tmp_path / "missing.csv", "--set", assignment,
+                     "--output", tmp_path / "run")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in result.stderr  # not the missing data file
+    assert not (tmp_path / "run").exists()

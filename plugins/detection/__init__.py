@@ -49,9 +49,19 @@ class Detection(ftk.Task):
     space: BoxSpace
 
     def check_config(self) -> None:
+        from ftk.config import require
         from ftk.plugins.detection.preprocessor import check_augmentation
 
-        check_augmentation(self.config["data"]["augmentation"])
+        config = self.config
+        images.check_image_config(config)
+        check_augmentation(config["data"]["augmentation"])
+        require(config, "data.clip_tolerance", lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+        for key in ("head.width", "head.depth", "head.max_detections"):
+            require(config, key, lambda v: v >= 1, "at least 1")
+        for key in ("head.score_threshold", "head.iou_threshold", "loss.focal_alpha"):
+            require(config, key, lambda v: 0 <= v <= 1, "between 0 and 1")
+        for key in ("loss.box_weight", "loss.centerness_weight", "loss.focal_gamma"):
+            require(config, key, lambda v: v >= 0, "0 or more")
 
     def read_data(self, path: str) -> ftk.Examples:
         from ftk.plugins.detection.annotations import read_detection_data

@@ -44,6 +44,8 @@ class ImageClassification(classification.ClassificationTask):
     def check_config(self) -> None:
         from ftk.plugins.image_classification.preprocessor import check_augmentation
 
+        super().check_config()
+        images.check_image_config(self.config)
         check_augmentation(self.config["data"]["augmentation"])
 
     def read_data(self, path: str) -> ftk.Examples:

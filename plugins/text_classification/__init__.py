@@ -36,6 +36,12 @@ class TextClassification(classification.ClassificationTask):
         "head.pooling": ("auto", "pooled", "cls", "mean"),
         "data.format": ("auto", "csv", "tsv", "jsonl", "folder")}
 
+    def check_config(self) -> None:
+        from ftk.config import require
+
+        super().check_config()
+        require(self.config, "backbone.max_seq_length", lambda v: v >= 3, "at least 3")
+
     def read_data(self, path: str) -> ftk.Examples:
         from ftk.plugins.text_classification.reader import read_text_data
 
