@@ -169,9 +169,10 @@ def _collect(registry: Registry, hook_name: str, kind: str, target: dict,
         def register(obj: Any, _plugin: str = plugin_name) -> None:
             problems = problems_of(obj)
             if problems:
-                label = getattr(obj, "name", None) or repr(obj)
+                shown = repr(obj.name) if isinstance(obj, (Backbone, Converter)) or (
+                    isinstance(obj, type) and issubclass(obj, Task)) else repr(obj)
                 raise PluginError(
-                    f"Plugin {_plugin!r} registered an invalid {kind} {label!r}: "
+                    f"Plugin {_plugin!r} registered an invalid {kind} {shown}: "
                     f"{'; '.join(problems)}."
                 )
             name = obj.name

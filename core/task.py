@@ -259,9 +259,11 @@ def task_problems(task: Any) -> list[str]:
 
 
 def _json_value(value: Any) -> Any:
+    import numpy as np
+
     if isinstance(value, bytes):
         return value.decode("utf-8")
-    if hasattr(value, "tolist"):
+    if isinstance(value, (np.ndarray, np.generic)):
         value = value.tolist()
     if isinstance(value, list):
         return [_json_value(v) for v in value]

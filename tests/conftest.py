@@ -63,6 +63,27 @@ def bert(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def colours(tmp_path_factory) -> dict[str, Path]:
+    """Six colour classes of noisy images in every format and mode the reader takes."""
+    from helpers import write_colour_folder
+
+    folder = tmp_path_factory.mktemp("colours")
+    return {"train": write_colour_folder(folder / "train", 14, seed=0),
+            "test": write_colour_folder(folder / "test", 4, seed=1)}
+
+
+@pytest.fixture(scope="session")
+def three_colours(tmp_path_factory) -> dict[str, Path]:
+    """Three colour classes, fewer images: for engine tests that train on images."""
+    from helpers import write_colour_folder
+
+    folder = tmp_path_factory.mktemp("three_colours")
+    classes = ("red", "green", "blue")
+    return {"train": write_colour_folder(folder / "train", 8, seed=0, classes=classes),
+            "test": write_colour_folder(folder / "test", 3, seed=1, classes=classes)}
+
+
+@pytest.fixture(scope="session")
 def topics(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("topics")
     return {"train": write_topic_csv(folder / "train.csv", 40, seed=0),

@@ -1,4 +1,4 @@
-"""Losses the built-in tasks share."""
+"""The classification loss: cross-entropy with label smoothing, class weights and a focal term."""
 
 from __future__ import annotations
 

@@ -6,18 +6,9 @@ import numpy as np
 import pytest
 
 import ftk
+from helpers import backbone_weights
 
-
-def backbone_weights(run_dir, checkpoint="last"):
-    """Backbone variables in one of the run's checkpoints, by variable name."""
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints" / checkpoint / "ckpt"))
-    prefix = "model/backbone/"
-    # keys end in "<variable name>/.ATTRIBUTES/VARIABLE_VALUE", "/" escaped as ".S"
-    return {key.split("/")[-3].replace(".S", "/").removesuffix(":0"): reader.get_tensor(key)
-            for key in reader.get_variable_to_shape_map()
-            if key.startswith(prefix) and "optimizer" not in key}
+pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
 
 
 def original_weights(embedding):

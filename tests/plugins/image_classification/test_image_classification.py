@@ -11,39 +11,9 @@ import pytest
 from PIL import Image
 
 import ftk
-from helpers import ftk_cli, json_out
+from helpers import COLOURS, FORMATS, colour_image, ftk_cli, json_out, write_colour_folder
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
-           "yellow": (230, 220, 30), "cyan": (30, 210, 220), "magenta": (210, 30, 200)}
-# Every format and mode the reader accepts, in one folder: (suffix, PIL mode).
-FORMATS = [(".png", "RGB"), (".jpg", "RGB"), (".png", "L"), (".png", "RGBA"), (".bmp", "RGB"),
-           (".gif", "P"), (".jpeg", "L")]
-
-
-def colour_image(colour, rng, size=(40, 32)) -> Image.Image:
-    noise = rng.normal(0, 12, (size[1], size[0], 3))
-    return Image.fromarray(np.clip(np.asarray(colour) + noise, 0, 255).astype(np.uint8))
-
-
-def write_colour_folder(root: Path, per_class: int, seed: int, classes=COLOURS) -> Path:
-    """One subfolder per colour; sizes, formats and modes vary inside each."""
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        (root / name).mkdir(parents=True)
-        for index in range(per_class):
-            suffix, mode = FORMATS[index % len(FORMATS)]
-            size = (int(rng.integers(24, 64)), int(rng.integers(24, 64)))
-            image = colour_image(COLOURS.get(name, (128, 0, 128)), rng, size).convert(mode)
-            image.save(root / name / f"{name}_{index}{suffix}")
-    return root
-
-
-@pytest.fixture(scope="session")
-def colours(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("colours")
-    return {"train": write_colour_folder(folder / "train", 14, seed=0),
-            "test": write_colour_folder(folder / "test", 4, seed=1)}
-
+pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_image, colours):

@@ -170,7 +170,7 @@ def class_weight_vector(space: ClassSpace, config: Mapping[str, Any]) -> np.ndar
 def build_classification_loss(space: ClassSpace, config: Mapping[str, Any]) -> Any:
     """Cross-entropy on logits (focal with `loss.name: focal`), with label
     smoothing and optional class weights."""
-    from ftk.losses import WeightedCrossEntropy
+    from ftk.classification.losses import WeightedCrossEntropy
 
     focal = config["loss"]["name"] == "focal"
     return WeightedCrossEntropy(

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 from bert_reference import bert_forward
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 PARAPHRASES = [
     ("A man is playing a guitar.", "Someone is strumming a guitar."),

@@ -12,6 +12,8 @@ from PIL import Image
 import ftk
 from helpers import ftk_cli, json_out
 
+pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
+
 METRICS = {"map", "map50", "map75", "map_small", "map_medium", "map_large", "per_class_ap"}
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "ftk-hashed-bow"
+pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "ftk-hashed-bow"
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ import ftk
 from conftest import COOKING, SPORTS
 from helpers import ftk_cli, json_out
 
+pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
+
 
 def bert_run(bert, topics, tmp_path, name="run", **settings):
     # six-word texts: 32 tokens are plenty
@@ -81,7 +83,7 @@ def test_bert_encoder_tokenized_from_its_vocab_asset(bert, topics, tmp_path, ber
 def test_trainable_bert_last_block_only(bert, topics, tmp_path):
     result = bert_run(bert, topics, tmp_path, **{"backbone.trainable": True,
                                                 "backbone.trainable_blocks": 1})
-    from test_freezing import backbone_weights
+    from helpers import backbone_weights
 
     import tensorflow_hub as hub
 
@@ -136,7 +138,7 @@ def test_class_weights_and_label_smoothing_change_the_loss(embedding, topics, tm
 
 
 def test_weighted_cross_entropy_by_hand():
-    from ftk.losses import WeightedCrossEntropy
+    from ftk.classification.losses import WeightedCrossEntropy
 
     logits = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32))
     plain = WeightedCrossEntropy(3, reduction="none")(np.array([0, 2]), logits).numpy()

@@ -143,7 +143,7 @@ def test_mixup_and_cutmix_mix_targets_by_what_they_mix():
 
 def test_mixup_runs_through_training(tmp_path):
     from ftk import testing
-    from test_image_classification import write_colour_folder
+    from helpers import write_colour_folder
 
     data = write_colour_folder(tmp_path / "data", 6, seed=0, classes=("red", "blue"))
     backbone = testing.tiny_image_backbone(tmp_path / "tiny")
@@ -158,7 +158,7 @@ def test_mixup_runs_through_training(tmp_path):
 def test_focal_loss_matches_hand_computation():
     import tensorflow as tf
 
-    from ftk.losses import WeightedCrossEntropy
+    from ftk.classification.losses import WeightedCrossEntropy
 
     logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
     labels = np.array([0, 2])

@@ -15,7 +15,9 @@ import pytest
 
 from ftk import testing
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "ftk-text-regression"
+pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "ftk-text-regression"
 GOOD = "superb delightful brilliant lovely".split()
 BAD = "awful dreadful boring dull".split()
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,8 @@ import pytest
 
 import ftk
 from helpers import ftk_cli
-from test_image_classification import write_colour_folder
 
-
-@pytest.fixture(scope="module")
-def colours(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("colours")
-    classes = ("red", "green", "blue")
-    return {"train": write_colour_folder(folder / "train", 8, seed=0, classes=classes),
-            "test": write_colour_folder(folder / "test", 3, seed=1, classes=classes)}
+pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
 
 
 def _history(run_dir: Path) -> dict[str, np.ndarray]:
@@ -93,8 +85,8 @@ def test_disk_cache_is_a_snapshot_in_the_run_folder_and_trains_the_same(tmp_path
     _assert_same_training(tmp_path / "memory", tmp_path / "disk")
 
 
-def test_cached_image_training_matches_uncached(tmp_path, tiny_image, colours):
-    common = ["--data", str(colours["train"]), "--test-data", str(colours["test"]),
+def test_cached_image_training_matches_uncached(tmp_path, tiny_image, three_colours):
+    common = ["--data", str(three_colours["train"]), "--test-data", str(three_colours["test"]),
               "--backbone", tiny_image, "--epochs", "3", "--batch-size", "8",
               "--set", "backbone.image_size=32", "--set", "train.learning_rate=0.1",
               "--set", "data.augment=false"]
@@ -108,8 +100,8 @@ def test_cached_image_training_matches_uncached(tmp_path, tiny_image, colours):
     _assert_same_training(tmp_path / "false", tmp_path / "auto")
 
 
-def test_auto_rules_skip_augmented_trainable_and_single_epoch_runs(tmp_path, tiny_image, colours):
-    common = ["--task", "image_classification", "--data", str(colours["train"]),
+def test_auto_rules_skip_augmented_trainable_and_single_epoch_runs(tmp_path, tiny_image, three_colours):
+    common = ["--task", "image_classification", "--data", str(three_colours["train"]),
               "--backbone", tiny_image, "--batch-size", "8", "--set", "backbone.image_size=32"]
     augmented = _cli_run(*common, "--epochs", "2", "--output", str(tmp_path / "augmented"))
     assert "Feature cache off: train-time augmentation gives new inputs every epoch" in augmented
@@ -125,8 +117,8 @@ def test_auto_rules_skip_augmented_trainable_and_single_epoch_runs(tmp_path, tin
     assert "Feature cache on" in forced
 
 
-def test_two_phase_run_caches_the_head_phase_only(tmp_path, tiny_image, colours):
-    output = _cli_run("--task", "image_classification", "--data", str(colours["train"]),
+def test_two_phase_run_caches_the_head_phase_only(tmp_path, tiny_image, three_colours):
+    output = _cli_run("--task", "image_classification", "--data", str(three_colours["train"]),
                       "--backbone", tiny_image, "--batch-size", "8", "--epochs", "4",
                       "--set", "backbone.image_size=32", "--set", "data.augment=false",
                       "--set", "backbone.trainable=true", "--set", "train.head_epochs=2",
@@ -137,8 +129,8 @@ def test_two_phase_run_caches_the_head_phase_only(tmp_path, tiny_image, colours)
     assert len(_history(tmp_path / "run")["loss"]) == 4
 
 
-def test_forcing_the_cache_with_augmentation_is_a_clear_error(tmp_path, tiny_image, colours):
-    result = ftk_cli("run", "--task", "image_classification", "--data", str(colours["train"]),
+def test_forcing_the_cache_with_augmentation_is_a_clear_error(tmp_path, tiny_image, three_colours):
+    result = ftk_cli("run", "--task", "image_classification", "--data", str(three_colours["train"]),
                      "--backbone", tiny_image, "--output", str(tmp_path / "run"),
                      "--set", "train.cache_features=true")
     assert result.exit_code == 1

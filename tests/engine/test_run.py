@@ -13,6 +13,8 @@ import yaml
 import ftk
 from helpers import ftk_cli, interrupt_after_epoch, json_out, optimizer_steps
 
+pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
+
 FAST = ["--set", "train.learning_rate=0.05"]
 
 

@@ -14,7 +14,7 @@ import ftk
 from ftk import hookspecs
 from ftk.cli import cli
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs"
 TESTS = ROOT / "tests"
 # First cell of a Markdown table row: | `section.key` | ...

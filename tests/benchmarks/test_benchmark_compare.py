@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
+
+ROOT = Path(__file__).resolve().parents[2]
 CASES = ("text, frozen", "text, trainable", "image, frozen", "image, trainable")
 NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
