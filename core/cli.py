@@ -87,7 +87,8 @@ class FtkGroup(click.Group):
 
 
 @click.group(cls=FtkGroup)
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--debug", is_flag=True,
+              help="Show full tracebacks on errors, ftk's debug lines and TensorFlow's start-up log.")
 @click.version_option(package_name="ftk")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:

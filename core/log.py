@@ -1,8 +1,10 @@
 """What ftk shows on a terminal.
 
 Library modules log to loggers under `ftk` and never print; the command line
-decides what reaches the terminal (`configure_cli_logging`). From Python,
-`logging.getLogger("ftk").setLevel(logging.WARNING)` silences a run.
+decides what reaches the terminal (`configure_cli_logging`). From Python, only
+warnings show unless the program configures logging (for instance
+`logging.basicConfig(level=logging.INFO)`), and
+`logging.getLogger("ftk").setLevel(logging.ERROR)` silences even those.
 
 TensorFlow's C++ runtime writes start-up notes straight to file descriptor 2
 before any logging is set up (oneDNN notes, `failed call to cuInit` on

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -24,16 +25,19 @@ BAR_WIDTH = 24
 
 
 def interactive() -> bool:
-    """Whether a person watches: stderr is a terminal and ftk's info lines show."""
-    return sys.stderr.isatty() and logging.getLogger("ftk").isEnabledFor(logging.INFO)
+    """Whether a person watches: stderr is a terminal, ftk's info lines show,
+    and this is no CI job (whose log a terminal may capture)."""
+    return (sys.stderr.isatty() and not os.environ.get("CI")
+            and logging.getLogger("ftk").isEnabledFor(logging.INFO))
 
 
-def track(items: Iterable[Item], total: int, description: str) -> Iterator[Item]:
+def track(items: Iterable[Item], total: int, description: str,
+          unit: str = "batches") -> Iterator[Item]:
     """Yield `items`, showing how many of `total` are done and the time left."""
     start = time.perf_counter()
     bar = interactive()
     if not bar:
-        log.info(f"{description}: {total} to do ...")
+        log.info(f"{description}: {total} {unit} to do ...")
     done = 0
     for item in items:
         yield item
@@ -42,7 +46,7 @@ def track(items: Iterable[Item], total: int, description: str) -> Iterator[Item]
             _draw(description, done, total, time.perf_counter() - start)
     if bar:
         sys.stderr.write("\n")
-    log.info(f"{description}: {done} done in {time.perf_counter() - start:.1f} s.")
+    log.info(f"{description}: {done} {unit} done in {time.perf_counter() - start:.1f} s.")
 
 
 @contextmanager

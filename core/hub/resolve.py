@@ -136,8 +136,15 @@ def _from_folder(
     return backbone
 
 
+UNKNOWN_KIND = "unknown"
+
+
 def infer_kind(saved_model: Any, where: str) -> str:
-    """Tell the tf.hub convention a SavedModel follows from its call signature."""
+    """Tell the tf.hub convention a SavedModel follows from its call signature:
+    `text_encoder`, `text_embedding`, `image`, or `unknown` for any other
+    (a task that takes such a backbone does not check its kind; one that
+    needs a known kind refuses it with its own message). A folder may also
+    name its kind in `backbone.json`."""
     import tensorflow as tf
 
     for function in getattr(saved_model.__call__, "concrete_functions", []):
@@ -150,7 +157,4 @@ def infer_kind(saved_model: Any, where: str) -> str:
             return "text_embedding"
         if specs and specs[0].dtype.is_floating and specs[0].shape.rank == 4:
             return "image"
-    raise FtkError(
-        f"Cannot tell what kind of backbone {where} is: its __call__ takes neither "
-        "strings, BERT-style input_word_ids, nor [B, H, W, 3] images."
-    )
+    return UNKNOWN_KIND

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -11,6 +10,7 @@ from typing import Any, Mapping
 import tensorflow as tf
 import tf_keras as keras
 
+from ftk import progress
 from ftk.errors import FtkError
 from ftk.rundir import HISTORY_FILE, RunDirectory
 from ftk.training.callbacks import (
@@ -109,7 +109,7 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
             initial_epoch=max(done, phase.start),
             epochs=phase.end,
             callbacks=_callbacks(guard, checkpointer, monitor, lower_is_better, train_config, run),
-            verbose=1 if _progress_bars() else 0,
+            verbose=1 if progress.interactive() else 0,
         )
         if guard.where is not None:
             epoch, batch = guard.where
@@ -198,14 +198,6 @@ def read_history(path: Path) -> dict[str, list[float]]:
     rows = read_history_rows(path)
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
-
-def _progress_bars() -> bool:
-    """Keras's progress bars on an interactive terminal whose user sees ftk's
-    info lines; plain log lines otherwise."""
-    import os
-
-    return (not os.environ.get("CI") and sys.stdout.isatty()
-            and logging.getLogger("ftk").isEnabledFor(logging.INFO))
 
 
 def train_model(task: Any, parts: Any, inputs: Any, run: RunDirectory, *,

@@ -67,8 +67,9 @@ def convert_bert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path,
     config = read_bert_config(checkpoint_dir / "config.json")
     if not 2 <= default_seq_length <= config.max_position_embeddings:
         raise FtkError(
-            f"default_seq_length={default_seq_length} must be between 2 and "
-            f"max_position_embeddings={config.max_position_embeddings}.")
+            f"The sequence length (--seq-length) must be between 2 and the checkpoint's "
+            f"max_position_embeddings={config.max_position_embeddings}. "
+            f"Received: {default_seq_length}")
     vocab_path = checkpoint_dir / "vocab.txt"
     vocab = _read_vocab(vocab_path, config)
     do_lower_case = _do_lower_case(checkpoint_dir, vocab)

@@ -53,7 +53,8 @@ class Detection(ftk.Task):
         from ftk.plugins.detection.preprocessor import check_augmentation
 
         config = self.config
-        images.check_image_config(config)
+        require(config, "backbone.image_size", lambda v: v is not None and v >= 32,
+                "at least 32 (detection resizes every image to this square)")
         check_augmentation(config["data"]["augmentation"])
         require(config, "data.clip_tolerance", lambda v: 0 <= v < 1, "a fraction in [0, 1)")
         for key in ("head.width", "head.depth", "head.max_detections"):

@@ -16,13 +16,14 @@ class Terminal(io.StringIO):
 
 def test_a_terminal_gets_a_bar_with_the_time_left(monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="ftk")
+    monkeypatch.delenv("CI", raising=False)
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
     assert list(progress.track(range(4), 4, "Scoring")) == [0, 1, 2, 3]
     shown = terminal.getvalue()
     assert shown.count("\r") == 4 and shown.endswith("\n")
     assert "Scoring [" in shown and "] 4/4  ETA 0:00" in shown and "2/4  ETA" in shown
-    assert "Scoring: 4 done in" in caplog.text
+    assert "Scoring: 4 batches done in" in caplog.text
 
 
 def test_redirected_output_gets_plain_lines(monkeypatch, caplog):
@@ -30,8 +31,18 @@ def test_redirected_output_gets_plain_lines(monkeypatch, caplog):
     redirected = io.StringIO()
     monkeypatch.setattr("sys.stderr", redirected)
     assert list(progress.track(iter("abc"), 3, "Caching")) == ["a", "b", "c"]
-    assert redirected.getvalue() == ""
-    assert "Caching: 3 to do ..." in caplog.text and "Caching: 3 done in" in caplog.text
+    assert "\r" not in redirected.getvalue() and "ETA" not in redirected.getvalue()
+    assert "Caching: 3 batches to do ..." in caplog.text
+    assert "Caching: 3 batches done in" in caplog.text
+
+
+def test_ci_logs_get_plain_lines_even_on_a_terminal(monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="ftk")
+    monkeypatch.setenv("CI", "true")
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    list(progress.track(range(2), 2, "Scoring"))
+    assert "\r" not in terminal.getvalue()
 
 
 def test_a_silenced_logger_shows_no_bar(monkeypatch):
@@ -40,7 +51,7 @@ def test_a_silenced_logger_shows_no_bar(monkeypatch):
         terminal = Terminal()
         monkeypatch.setattr("sys.stderr", terminal)
         list(progress.track(range(3), 3, "Scoring"))
-        assert terminal.getvalue() == ""
+        assert "\r" not in terminal.getvalue() and "ETA" not in terminal.getvalue()
     finally:
         logging.getLogger("ftk").setLevel(logging.NOTSET)
 

@@ -1,0 +1,117 @@
+"""The engine on a fake task (four numbers in, one real number out, a tiny
+dense backbone): no classes, no text, no images, and a few seconds a run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import numpy as np
+import pytest
+
+import ftk
+from helpers import (backbone_weights, fake_task_plugin, interrupt_after_epoch,
+                     tiny_vector_backbone, write_vector_csv)
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("vectors")
+    return {"train": write_vector_csv(folder / "train.csv", 96, seed=0),
+            "test": write_vector_csv(folder / "test.csv", 32, seed=1),
+            "backbone": tiny_vector_backbone(folder / "backbone")}
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch) -> str:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return fake_task_plugin(tmp_path)
+
+
+def run(fake, vectors, output, **settings):
+    epochs = settings.pop("epochs", 6)
+    return ftk.run(task="fake_vectors", data=vectors["train"], test_data=vectors["test"],
+                   backbone=vectors["backbone"], epochs=epochs, output_dir=output,
+                   plugins=[fake], set=settings)
+
+
+def history(run_dir) -> dict[str, list[float]]:
+    with open(run_dir / "history.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    return {key: [float(row[key]) for row in rows] for key in rows[0]}
+
+
+def test_a_task_without_classes_gets_a_whole_run_directory(fake, vectors, tmp_path):
+    result = run(fake, vectors, tmp_path / "run", **{"train.learning_rate": 0.05})
+    folder = result.run_dir
+    for name in ("config.yaml", "history.csv", "metrics.json", "checkpoints/last/state.json",
+                 "checkpoints/best/state.json", "export/saved_model.pb", "export/ftk.json",
+                 "plots/training_curves.png", "logs"):
+        assert (folder / name).exists(), name
+    assert not (folder / "labels.txt").exists() and not (folder / "export" / "labels.txt").exists()
+    assert not (folder / "cache").exists()
+    targets = json.loads((folder / "export" / "ftk.json").read_text())["targets"]
+    assert targets["kind"] == "real" and len(targets["mean"]) == 1
+    # The default evaluation: the loss and the training metrics over the test set.
+    assert set(result.metrics) == {"loss", "mae", "num_examples", "split"}
+    assert result.metrics["num_examples"] == 32 and result.metrics["split"] == "test"
+    curves = history(folder)
+    assert set(curves) == {"epoch", "loss", "mae", "val_loss", "val_mae", "epoch_seconds"}
+    assert curves["val_mae"][-1] < curves["val_mae"][0]
+    predicted = ftk.load(folder, plugins=[fake]).predict(["1 0 0 0", "0 0 0 1"])
+    assert set(predicted[0]) == {"outputs"} and len(predicted[0]["outputs"]) == 1
+
+
+def test_the_best_checkpoint_follows_the_tasks_metric_direction(fake, vectors, tmp_path):
+    result = run(fake, vectors, tmp_path / "run", **{"train.monitor": "val_mae",
+                                                      "train.learning_rate": 0.05})
+    maes = history(result.run_dir)["val_mae"]
+    best = json.loads((result.run_dir / "checkpoints" / "best" / "state.json").read_text())
+    assert best["best"] == pytest.approx(min(maes)) and best["epoch"] == maes.index(min(maes)) + 1
+
+
+def test_a_monitor_without_a_direction_is_refused_before_data_is_read(fake, vectors, tmp_path):
+    with pytest.raises(ftk.ConfigError, match="does not say whether r2 is better lower or higher"):
+        ftk.run(task="fake_vectors", data=tmp_path / "missing.csv", backbone=vectors["backbone"],
+                output_dir=tmp_path / "run", plugins=[fake], set={"train.monitor": "val_r2"})
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_continues_from_the_last_saved_epoch(fake, vectors, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="ftk")
+    interrupt_after_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run(fake, vectors, tmp_path / "run", epochs=4)
+    assert history(tmp_path / "run")["epoch"] == [0, 1]
+    resumed = ftk.run(task="fake_vectors", data=vectors["train"], test_data=vectors["test"],
+                      backbone=vectors["backbone"], epochs=4, output_dir=tmp_path / "run",
+                      plugins=[fake], resume=True)
+    assert "Resuming from epoch 2 of 4." in caplog.text
+    assert history(resumed.run_dir)["epoch"] == [0, 1, 2, 3]
+    whole = run(fake, vectors, tmp_path / "whole", epochs=4)
+    assert resumed.metrics["mae"] == pytest.approx(whole.metrics["mae"], rel=1e-3)
+
+
+def test_two_phases_train_the_selected_backbone_variables_in_phase_two(fake, vectors, tmp_path):
+    result = run(fake, vectors, tmp_path / "run", epochs=3,
+                 **{"backbone.trainable": True, "train.head_epochs": 1,
+                    "backbone.trainable_patterns": ["layer_2"]})
+    import tensorflow_hub as hub
+
+    original = {v.name.removesuffix(":0"): v.numpy()
+                for v in hub.KerasLayer(vectors["backbone"]).weights}
+    trained = backbone_weights(result.run_dir)
+    assert set(trained) == set(original)
+    for name, value in trained.items():
+        moved = not np.allclose(value, original[name])
+        assert moved == name.startswith("layer_2"), name
+
+
+def test_the_feature_cache_trains_the_head_on_the_same_batches(fake, vectors, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ftk")
+    cached = run(fake, vectors, tmp_path / "cached", **{"train.cache_features": True})
+    assert "Feature cache on: the backbone is frozen and the inputs repeat every epoch." in caplog.text
+    plain = run(fake, vectors, tmp_path / "plain", **{"train.cache_features": False})
+    assert cached.metrics["mae"] == pytest.approx(plain.metrics["mae"], rel=1e-4)
+    assert history(cached.run_dir)["loss"] == pytest.approx(history(plain.run_dir)["loss"], rel=1e-4)
