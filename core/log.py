@@ -24,7 +24,9 @@ LOGGER = "ftk"
 
 # Lines of TensorFlow's native logging (absl): `I0000 00:00:1796.1 2140 port.cc:153] ...`.
 NATIVE_LINE = re.compile(rb"^(?:[IWEF]\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\] |"
-                         rb"WARNING: All log messages before absl::InitializeLog\(\))")
+                         rb"WARNING: All log messages before absl::InitializeLog\(\)|"
+                         # the second line of the CPU-instructions note
+                         rb"To enable the following instructions: .* rebuild TensorFlow)")
 
 
 class _StderrHandler(logging.Handler):

@@ -21,6 +21,29 @@ def ftk_cli(*args: Any) -> Any:
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+def install_example(example: Path, target: Path) -> dict[str, str]:
+    """pip-install an example plugin package into `target`, as a user would
+    install it; returns an environment whose Python sees it."""
+    import os
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "-q", "--target", str(target), str(example)],
+                   check=True, capture_output=True)
+    path = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def ftk_process(env: dict[str, str], *args: Any) -> Any:
+    """Run `ftk ARGS...` in a fresh process with `env`; the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "ftk.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env)
+
+
 def json_out(result: Any) -> Any:
     return json.loads(result.stdout)
 

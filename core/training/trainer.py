@@ -11,7 +11,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from ftk import progress
-from ftk.errors import FtkError
+from ftk.errors import ConfigError, FtkError
 from ftk.rundir import HISTORY_FILE, RunDirectory
 from ftk.training.callbacks import (
     CHECKPOINT_PREFIX,
@@ -73,6 +73,9 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     """
     train_config = config["train"]
     monitor = train_config["monitor"] if validation_data is not None else "loss"
+    if monitor != train_config["monitor"]:
+        log.info(f"No validation data: checkpoints/best follows the training loss, not "
+                 f"train.monitor ({train_config['monitor']}).")
     lower_is_better = direction(monitor) == "min"
     backbone_variables = select_trainable(model.backbone_variables, config["backbone"])
     folder = run.checkpoints
@@ -163,7 +166,7 @@ def check_monitor(monitor: str, metrics: list, has_validation: bool) -> None:
     names = ["loss", *(metric.name for metric in metrics)]
     known = names + [f"val_{name}" for name in names] if has_validation else names
     if monitor not in known:
-        raise FtkError(f"train.monitor must be one of {', '.join(known)}. Received: {monitor!r}")
+        raise ConfigError(f"train.monitor must be one of {', '.join(known)}. Received: {monitor!r}")
 
 
 def _callbacks(guard: NonFiniteLossGuard, checkpointer: RunCheckpointer, monitor: str,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import ftk_process, install_example
 
 pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
 
@@ -17,33 +16,22 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "ftk-hashed-bow"
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict[str, str]:
-    """pip-install the example into its own folder; return an env that sees it."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "-q", "--target", str(target), str(EXAMPLE)],
-                   check=True, capture_output=True)
-    path = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
-
-
-def ftk(env: dict[str, str], *args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftk.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env)
+    return install_example(EXAMPLE, tmp_path_factory.mktemp("site"))
 
 
 def test_installed_plugin_is_discovered(installed):
-    plugins = json.loads(ftk(installed, "plugins").stdout)
+    plugins = json.loads(ftk_process(installed, "plugins").stdout)
     entry = next(p for p in plugins if p["name"] == "hashed_bow")
     assert entry == {"name": "hashed_bow", "module": "ftk_hashed_bow", "version": "0.1.0",
                      "hooks": ["ftk_register_backbones"]}
-    listing = ftk(installed, "backbones", "list").stdout
+    listing = ftk_process(installed, "backbones", "list").stdout
     assert any(line.split()[0] == "hashed-bow" and line.split()[-1] == "hashed_bow"
                for line in listing.splitlines())
 
 
 def test_installed_plugin_runs_through_ftk_run(installed, topics, tmp_path):
     env = {**installed, "FTK_HOME": str(tmp_path / "home")}
-    result = ftk(env, "run", "--task", "text_classification", "--data", topics["train"],
+    result = ftk_process(env, "run", "--task", "text_classification", "--data", topics["train"],
                  "--test-data", topics["test"], "--backbone", "hashed-bow", "--epochs", 10,
                  "--batch-size", 8, "--set", "train.learning_rate=0.05", "--output", tmp_path / "run")
     assert result.returncode == 0, result.stderr
@@ -55,4 +43,4 @@ def test_installed_plugin_runs_through_ftk_run(installed, topics, tmp_path):
 
 def test_autoload_can_be_switched_off(installed):
     env = {**installed, "FTK_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    assert "hashed_bow" not in [p["name"] for p in json.loads(ftk(env, "plugins").stdout)]
+    assert "hashed_bow" not in [p["name"] for p in json.loads(ftk_process(env, "plugins").stdout)]

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ftk import testing
+from helpers import ftk_process, install_example
 
 pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
 
@@ -36,13 +34,7 @@ def write_scores(path: Path, count: int, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict[str, str]:
-    """pip-install the example into its own folder; return an env that sees it."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "-q", "--target", str(target), str(EXAMPLE)],
-                   check=True, capture_output=True)
-    path = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
+    return install_example(EXAMPLE, tmp_path_factory.mktemp("site"))
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +44,10 @@ def scores(tmp_path_factory) -> dict[str, Path]:
             "test": write_scores(folder / "test.csv", 40, seed=1)}
 
 
-def ftk(env: dict[str, str], *args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftk.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env)
-
-
 def test_regression_plugin_runs_predicts_evaluates_and_exports(installed, scores, embedding,
                                                                 tmp_path):
     run = tmp_path / "run"
-    result = ftk(installed, "run", "--task", "text_regression", "--data", scores["train"],
+    result = ftk_process(installed, "run", "--task", "text_regression", "--data", scores["train"],
                  "--test-data", scores["test"], "--backbone", embedding, "--epochs", 12,
                  "--batch-size", 16, "--set", "train.learning_rate=0.05",
                  "--set", "train.monitor=val_mae", "--output", run)
@@ -82,26 +69,26 @@ def test_regression_plugin_runs_predicts_evaluates_and_exports(installed, scores
     assert best["best"] == pytest.approx(min(history)) and min(history) < max(history)
     assert best["epoch"] == history.index(min(history)) + 1
 
-    predicted = json.loads(ftk(installed, "predict", run, "superb delightful brilliant lovely",
+    predicted = json.loads(ftk_process(installed, "predict", run, "superb delightful brilliant lovely",
                                "awful dreadful boring dull").stdout)
     assert predicted[0]["score"] > predicted[1]["score"] + 1.0, predicted
 
-    evaluated = ftk(installed, "evaluate", run, "--data", scores["test"])
+    evaluated = ftk_process(installed, "evaluate", run, "--data", scores["test"])
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["mae"] == pytest.approx(metrics["mae"], abs=1e-5)
 
     copy = tmp_path / "exported"
-    exported = ftk(installed, "export", run, "--output", copy)
+    exported = ftk_process(installed, "export", run, "--output", copy)
     assert exported.returncode == 0, exported.stderr
     assert (copy / "saved_model.pb").exists()
-    again = json.loads(ftk(installed, "predict", copy, "awful dreadful boring dull").stdout)
+    again = json.loads(ftk_process(installed, "predict", copy, "awful dreadful boring dull").stdout)
     assert again[0]["score"] == pytest.approx(predicted[1]["score"], abs=1e-5)
 
 
 def test_a_non_numeric_target_names_file_line_and_column(installed, embedding, tmp_path):
     data = testing.write_csv(tmp_path / "train.csv", ["text", "score"],
                              [("superb lovely", "3.5"), ("awful dull", "two"), ("boring", "1")])
-    result = ftk(installed, "run", "--task", "text_regression", "--data", data,
+    result = ftk_process(installed, "run", "--task", "text_regression", "--data", data,
                  "--backbone", embedding, "--output", tmp_path / "run")
     assert result.returncode == 1
     assert f"{data} line 3, column 'score': 'two' is not a number." in result.stderr
@@ -110,12 +97,12 @@ def test_a_non_numeric_target_names_file_line_and_column(installed, embedding, t
 
 
 def test_the_task_is_listed_with_its_metric_directions(installed):
-    listing = ftk(installed, "tasks").stdout
+    listing = ftk_process(installed, "tasks").stdout
     assert any(line.split()[0] == "text_regression" and line.split()[-1] == "text_regression"
                for line in listing.splitlines())
-    config = ftk(installed, "config", "text_regression").stdout
+    config = ftk_process(installed, "config", "text_regression").stdout
     assert "target_column: score" in config and "huber_delta: 1.0" in config
-    wrong = ftk(installed, "run", "--task", "text_regression", "--data", "x.csv",
+    wrong = ftk_process(installed, "run", "--task", "text_regression", "--data", "x.csv",
                 "--set", "train.monitor=val_r2")
     assert wrong.returncode == 1
     assert "does not say whether r2 is better lower or higher" in wrong.stderr
