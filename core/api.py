@@ -264,8 +264,13 @@ def export(run_dir: str | Path, format: str = "saved_model",
             f"TFLite conversion of {source} failed: {str(error).splitlines()[0]}. "
             "Use the SavedModel export instead."
         ) from None
-    target = Path(output) if output else Path(run_dir) / "model.tflite"
-    write_bytes_atomic(target, flatbuffer)
+    if output is None:  # into the run, which owns its files
+        from ftk.rundir import RunDirectory
+
+        target = RunDirectory(run_dir).write_bytes("model.tflite", flatbuffer)
+    else:
+        target = Path(output)
+        write_bytes_atomic(target, flatbuffer)
     log.warning("The TFLite model keeps TensorFlow ops TFLite lacks (e.g. tensorflow-text "
                 "tokenizers); run it with the Flex delegate and those ops linked in.")
     return target

@@ -62,7 +62,7 @@ def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) 
                                 registry.backbones, preprocessor=config["backbone"]["preprocessor"])
     parts = build_model(task, backbone, inputs)
     # Written once the model has proved buildable, so a bad value needs no --overwrite.
-    run.write_text(CONFIG_FILE, config_lib.dump(saved_config(config)))
+    run.write_text(CONFIG_FILE, config_lib.dump(saved_config(config, registry.backbones)))
     for name, text in task.space.files().items():
         run.write_text(name, text)
     log.info(f"Training {task.name} on {len(inputs.splits.train)} examples "
@@ -70,7 +70,7 @@ def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) 
     history = train_model(task, parts, inputs, run, resume=resume)
 
     metadata = {"task": task.name, "backbone": backbone.name, "targets": task.space.to_json(),
-                "config": saved_config(config)}
+                "config": saved_config(config, registry.backbones)}
     with progress.timed("Writing the export"), run.building("export") as staging:
         write_export(staging, parts.model, parts.preprocessor, task.postprocess, metadata,
                      task.space.files())
@@ -84,12 +84,17 @@ def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) 
     return RunResult(run.path, metrics, history, dict(config))
 
 
-def saved_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config as written to a run: data paths absolute, no output folder,
-    so `ftk run --config RUN/config.yaml` reproduces the run from anywhere."""
+def saved_config(config: Mapping[str, Any], presets: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as written to a run: data paths and local backbone folders
+    absolute, no output folder, so `ftk run --config RUN/config.yaml`
+    reproduces the run from anywhere."""
     saved = copy.deepcopy(dict(config))
     for key in ("train", "validation", "test"):
         if saved["data"].get(key):
             saved["data"][key] = str(Path(saved["data"][key]).resolve())
+    for key in ("handle", "preprocessor"):
+        local = saved["backbone"].get(key)
+        if local and local not in presets and "://" not in local and Path(local).expanduser().exists():
+            saved["backbone"][key] = str(Path(local).expanduser().resolve())
     saved["output_dir"] = None
     return saved

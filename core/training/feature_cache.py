@@ -114,7 +114,7 @@ class FeatureCache:
             return
         inputs, targets = self.splits["train"]
         source = make_dataset(inputs, targets, self.preprocessor, self.batch_size)
-        features = next(iter(source))[0]
+        features, batch_targets = next(iter(source))
         keep, with_features = _head_needs(self.model, features)
 
         def encode(features: Any) -> dict[str, Any]:
@@ -132,9 +132,14 @@ class FeatureCache:
             self._names += " and the head's input features"
         outputs = self._encode.structured_outputs
         varying = [s for s in tf.nest.flatten(outputs) if None in s.shape.as_list()[1:]]
+        rows = len(tf.nest.flatten(batch_targets)[0])
+        # Cached outputs are stored per example, so each needs one row per example.
+        uneven = [t for t in tf.nest.flatten(self._encode(features)) if len(t) != rows]
         self._shape_problem = (
             "the backbone's outputs change shape from batch to batch (e.g. per-token outputs of "
-            "texts trimmed to each batch's longest)" if varying else None)
+            "texts trimmed to each batch's longest)" if varying else
+            "the backbone's outputs do not have one row per example (the preprocessor gives it "
+            "more rows than the batch has examples)" if uneven else None)
 
     def _cached(self, split: str) -> Any:
         self._prepare()

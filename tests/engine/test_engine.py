@@ -90,7 +90,8 @@ def test_resume_continues_from_the_last_saved_epoch(fake, vectors, tmp_path, mon
     assert "Resuming from epoch 2 of 4." in caplog.text
     assert history(resumed.run_dir)["epoch"] == [0, 1, 2, 3]
     whole = run(fake, vectors, tmp_path / "whole", epochs=4)
-    assert resumed.metrics["mae"] == pytest.approx(whole.metrics["mae"], rel=1e-3)
+    # Close, not equal: the resumed process shuffles its later epochs afresh.
+    assert resumed.metrics["mae"] == pytest.approx(whole.metrics["mae"], rel=0.05)
 
 
 def test_two_phases_train_the_selected_backbone_variables_in_phase_two(fake, vectors, tmp_path):
@@ -115,3 +116,67 @@ def test_the_feature_cache_trains_the_head_on_the_same_batches(fake, vectors, tm
     plain = run(fake, vectors, tmp_path / "plain", **{"train.cache_features": False})
     assert cached.metrics["mae"] == pytest.approx(plain.metrics["mae"], rel=1e-4)
     assert history(cached.run_dir)["loss"] == pytest.approx(history(plain.run_dir)["loss"], rel=1e-4)
+
+
+def test_a_backbone_fed_more_rows_than_examples_trains_without_the_cache(fake, vectors, tmp_path,
+                                                                         caplog):
+    """A task may send the backbone several rows per example (a Siamese pair);
+    the cache, which stores one row per example, then stands aside."""
+    (tmp_path / "ftk_pairs.py").write_text('''
+import ftk
+from ftk_fake_task import FakeTask, VectorPreprocessor
+
+
+class Twice(VectorPreprocessor):
+    def __call__(self, inputs):
+        import tensorflow as tf
+
+        vectors = super().__call__(inputs)
+        return tf.concat([vectors, -vectors], axis=0)
+
+
+class PairTask(FakeTask):
+    name = "fake_pairs"
+
+    def build_preprocessor(self, backbone):
+        return Twice()
+
+    def build_head(self, backbone):
+        import tensorflow as tf
+        import tf_keras as keras
+
+        class Halves(keras.layers.Layer):
+            def __init__(self):
+                super().__init__(name="head")
+                self.dense = keras.layers.Dense(1)
+
+            def call(self, outputs, features=None, training=None):
+                first, second = tf.split(outputs, 2, axis=0)
+                return self.dense(tf.concat([first, second], axis=-1))
+
+        return Halves()
+
+
+@ftk.hookimpl
+def ftk_register_tasks(register):
+    register(PairTask)
+''')
+    caplog.set_level(logging.INFO, logger="ftk")
+    result = ftk.run(task="fake_pairs", data=vectors["train"], test_data=vectors["test"],
+                     backbone=vectors["backbone"], epochs=2, output_dir=tmp_path / "run",
+                     plugins=[fake, "ftk_pairs"])
+    assert ("Feature cache off: the backbone's outputs do not have one row per example"
+            in caplog.text)
+    assert result.metrics["num_examples"] == 32
+
+
+def test_the_saved_config_names_a_local_backbone_by_its_absolute_path(fake, vectors, tmp_path,
+                                                                      monkeypatch):
+    import shutil
+
+    shutil.copytree(vectors["backbone"], tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    result = ftk.run(task="fake_vectors", data=vectors["train"], backbone="mine", epochs=1,
+                     output_dir=tmp_path / "run", plugins=[fake])
+    saved = (result.run_dir / "config.yaml").read_text()
+    assert f"handle: {tmp_path / 'mine'}" in saved
