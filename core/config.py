@@ -167,17 +167,45 @@ def check_values(config: Mapping[str, Any]) -> None:
         require(config, key, valid, expected)
 
 
+# A config is a few kilobytes of settings. Aliases are refused past a handful:
+# each may point at a tree of aliases, so a few hundred bytes of nested anchors
+# describe billions of strings once expanded (the "billion laughs").
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ALIASES = 50
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that counts aliases and refuses more than `MAX_ALIASES`."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name); a config needs "
+                                     "few or none. Write the values out")
+        return super().compose_node(parent, index)
+
+
+def _safe_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml_file(path: str | Path) -> dict[str, Any]:
     """Read one YAML config file, with errors naming the file and line."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"Config file {path} is {path.stat().st_size} bytes; a config "
+                              f"holds at most {MAX_CONFIG_BYTES} bytes of settings.")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"Config file {path} does not exist.") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"Config file {path} is not UTF-8 text: {error}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _safe_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -201,7 +229,7 @@ def parse_set(assignment: str) -> dict[str, Any]:
             f"--set takes KEY=VALUE, e.g. --set train.epochs=3. Received: {assignment!r}"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _safe_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return nested(key.strip(), value)

@@ -6,13 +6,13 @@ decoded once up front (in parallel) so a corrupt one is named before training.
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any, Mapping
 
 import ftk
 from ftk.images import IMAGE_SUFFIXES, check_images, image_paths, is_image_file
+from ftk.text import reading
 
 # Files that operating systems drop into folders; never data.
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}
@@ -68,25 +68,16 @@ def _read_folder(root: Path, skip_bad: bool) -> tuple[list[str], list[str]]:
 
 def _read_csv(path: Path, data: Mapping[str, Any], *,
               labelled: bool = True) -> tuple[list[str], list[str]]:
-    image_column = data["image_column"]
-    label_column = data["label_column"] if labelled else image_column
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:
-            rows = list(csv.DictReader(stream))
-            columns = rows[0].keys() if rows else []
-    except UnicodeDecodeError as error:
-        raise ftk.DataError(f"{path} is not UTF-8 text ({error.reason}).") from None
-    missing = [c for c in (image_column, label_column) if c not in columns]
-    if rows and missing:
-        raise ftk.DataError(f"{path}: no column {', '.join(map(repr, missing))} (columns: "
-                            f"{', '.join(columns)}). Set data.image_column / data.label_column.")
+    columns = {"image_column": data["image_column"]}
+    if labelled:
+        columns["label_column"] = data["label_column"]
     paths, labels, absent = [], [], []
-    for line, row in enumerate(rows, start=2):
-        where = f"{path}, line {line}"
-        name, label = (row.get(image_column) or "").strip(), (row.get(label_column) or "").strip()
+    for where, row in reading.read_rows(path, columns, "csv"):
+        name = (row["image_column"] or "").strip()
+        label = (row.get("label_column") or "").strip() if labelled else name
         if not name or not label:
-            raise ftk.DataError(f"{where}: empty {image_column if not name else label_column!r}. "
-                                "Fill it in or remove the row.")
+            empty = columns["image_column"] if not name else columns["label_column"]
+            raise ftk.DataError(f"{where}: empty {empty!r}. Fill it in or remove the row.")
         image = Path(name).expanduser()
         image = image if image.is_absolute() else path.parent / image
         if not image.is_file():

@@ -135,3 +135,30 @@ def test_impossible_values_are_refused_before_any_data_is_read(task, assignment,
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert message in result.stderr  # not the missing data file
     assert not (tmp_path / "run").exists()
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for index, name in enumerate("bcdefghi"):
+        previous = "abcdefghi"[index]
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert bomb.stat().st_size < 1000
+    message = _run_error("--config", bomb, "--output", tmp_path / "run")
+    assert f"Malformed YAML in {bomb}" in message and "more than 50 aliases" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_huge_config_file_is_refused(tmp_path):
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * (1 << 20) + "\n")
+    assert f"Config file {huge} is {huge.stat().st_size} bytes" in _run_error("--config", huge)
+
+
+def test_a_few_aliases_still_work(tmp_path):
+    from ftk import config as config_lib
+
+    path = tmp_path / "ok.yaml"
+    path.write_text("train: &t {epochs: 3}\nhead: {dropout: 0.2}\n")
+    assert config_lib.load_yaml_file(path)["train"] == {"epochs": 3}

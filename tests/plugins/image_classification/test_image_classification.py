@@ -128,7 +128,15 @@ def test_bad_inputs_get_clear_errors(tmp_path, tiny_image, colours):
     table.write_text("image,label\n"
                      f"{colours['train'] / 'red' / 'red_0.png'},red\nmissing/photo.jpg,blue\n")
     output = _cli_error(*_run_args(table, tiny_image, tmp_path / "r3"))
-    assert f"{table}, line 3: {tmp_path / 'missing' / 'photo.jpg'}" in output
+    assert f"{table} line 3: {tmp_path / 'missing' / 'photo.jpg'}" in output
+
+    # A row that does not fit the header is never read as some other label.
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("image,label\n"
+                       f"{colours['train'] / 'red' / 'red_0.png'},red\n"
+                       f"{colours['train'] / 'blue' / 'blue_0.png'},blue,red\n")
+    output = _cli_error(*_run_args(shifted, tiny_image, tmp_path / "r5"))
+    assert f"{shifted} line 3: more fields than the header has columns" in output
 
     unseen = write_colour_folder(tmp_path / "unseen", 2, seed=3, classes=("red", "purple_unseen"))
     output = _cli_error(*_run_args(colours["train"], tiny_image, tmp_path / "r4",
