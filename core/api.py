@@ -41,7 +41,8 @@ def run(
         epochs, batch_size: shorthands for `train.epochs`, `train.batch_size`.
         output_dir: the run directory; default `runs/<task>-<timestamp>`.
         resume: continue the run in `output_dir` from its last checkpoint.
-        overwrite: replace a non-empty `output_dir`.
+        overwrite: replace the earlier run in `output_dir` once the new one has
+            finished (only an ftk run directory is replaced).
         plugins: extra plugin modules to load.
 
     Returns:
@@ -73,10 +74,16 @@ def run(
     if not resolved["data"]["train"]:
         _use_demo_data(task, resolved)
     run = RunDirectory.create(resolved["output_dir"], task_name, resume=resume, overwrite=overwrite)
-    resolved["output_dir"] = str(run.path)
+    resolved["output_dir"] = str(run.final_path)
     from ftk.runner import execute
 
-    return execute(task, run, registry, resume=resume)
+    try:
+        result = execute(task, run, registry, resume=resume)
+    except BaseException:
+        run.abandon()
+        raise
+    run.finish()
+    return result
 
 
 def check_run_config(task: Any) -> None:

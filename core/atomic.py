@@ -66,7 +66,7 @@ def building_dir(target: str | Path, marker: str | None = None) -> Iterator[Path
     target = Path(target).resolve()  # so that "." or ".." have a parent and name
     if marker is not None:
         check_replaceable(target, marker)
-    staging = _staging_dir(target)
+    staging = staging_dir(target)
     try:
         yield staging
         replace_dir_atomic(staging, target)
@@ -109,7 +109,8 @@ def check_replaceable(target: Path, marker: str) -> None:
                        "earlier output of this command; choose an empty or new folder.")
 
 
-def _staging_dir(target: Path) -> Path:
+def staging_dir(target: Path) -> Path:
+    """A new empty folder beside `target`, hidden, for building its replacement."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes folders private (0700)

@@ -18,9 +18,12 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from ftk.atomic import building_dir, write_bytes_atomic
+from ftk.atomic import building_dir, replace_dir_atomic, staging_dir, write_bytes_atomic
 from ftk.errors import FtkError
 
+# Every run directory holds this file from its first moment: `--overwrite`
+# replaces only folders that carry it.
+RUN_MARKER = ".ftk-run"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
@@ -42,9 +45,16 @@ class RunDirectory:
         ```
     """
 
-    def __init__(self, path: str | Path, *, writes: bool = True):
+    def __init__(self, path: str | Path, *, writes: bool = True, replaces: Path | None = None):
         self.path = Path(path)
         self.writes = writes
+        # An --overwrite run is built beside the run it replaces (see `finish`).
+        self.replaces = replaces
+
+    @property
+    def final_path(self) -> Path:
+        """Where the run lives once finished."""
+        return self.replaces or self.path
 
     def __repr__(self) -> str:
         return f"RunDirectory({str(self.path)!r})"
@@ -58,7 +68,11 @@ class RunDirectory:
             output_dir: `--output`; None means `runs/<task>-<timestamp>`.
             task: the task name, for the default folder name.
             resume: continue the run already in `output_dir`.
-            overwrite: delete what `output_dir` holds and start afresh.
+            overwrite: replace the earlier run in `output_dir`. The new run is
+                built in a hidden folder beside it and takes its place only when
+                it has finished (`finish`); until then, and if it fails, the
+                earlier run stays as it was. Only a folder holding
+                `RUN_MARKER` is replaced.
         """
         if output_dir is None:
             if resume:
@@ -79,15 +93,38 @@ class RunDirectory:
                     "without --resume, or point --output at an earlier run."
                 )
             return run
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and not path.is_dir():
+            raise FtkError(f"--output {path} is a file; choose a folder for the run.")
+        # A run that stopped before writing anything left only its marker: a
+        # rerun with the same --output may use the folder without --overwrite.
+        if path.exists() and any(p.name != RUN_MARKER for p in path.iterdir()):
             if not overwrite:
                 raise FtkError(
                     f"Output folder {path} is not empty. Pass --resume to continue that "
                     "run, --overwrite to replace it, or choose another --output."
                 )
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
+            if not (path / RUN_MARKER).is_file():
+                raise FtkError(
+                    f"Output folder {path} is not an ftk run directory (it has no "
+                    f"{RUN_MARKER}), so --overwrite will not replace it. Choose another "
+                    "--output, or empty the folder yourself."
+                )
+            run = cls(staging_dir(path.resolve()), replaces=path)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+        run.write_json(RUN_MARKER, {"task": task})
         return run
+
+    def finish(self) -> None:
+        """Move an --overwrite run into the place of the run it replaces."""
+        if self.replaces is not None and self.writes:
+            replace_dir_atomic(self.path, self.replaces.resolve())
+            self.path, self.replaces = self.replaces, None
+
+    def abandon(self) -> None:
+        """Drop an unfinished --overwrite run; the run it would replace stays."""
+        if self.replaces is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     # Paths. Folders other writers fill (TensorBoard, tf.data snapshots) are
     # handed out as paths; files are written through the methods below.

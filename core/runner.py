@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from ftk import config as config_lib
 from ftk import progress
+from ftk.errors import FtkError
 from ftk.registry import Registry
 from ftk.rundir import CONFIG_FILE, METRICS_FILE, RunDirectory
 from ftk.task import Task
@@ -61,6 +62,8 @@ def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) 
     backbone = resolve_backbone(config["backbone"]["handle"] or task.default_backbone,
                                 registry.backbones, preprocessor=config["backbone"]["preprocessor"])
     parts = build_model(task, backbone, inputs)
+    if resume:
+        check_same_targets(task, run)
     # Written once the model has proved buildable, so a bad value needs no --overwrite.
     run.write_text(CONFIG_FILE, config_lib.dump(saved_config(config, registry.backbones)))
     for name, text in task.space.files().items():
@@ -81,7 +84,20 @@ def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) 
     curves = history_png(history)
     if curves is not None:
         run.write_bytes("plots/training_curves.png", curves)
-    return RunResult(run.path, metrics, history, dict(config))
+    return RunResult(run.final_path, metrics, history, dict(config))
+
+
+def check_same_targets(task: Task, run: RunDirectory) -> None:
+    """A resumed run must have the targets it was trained on (its classes);
+    otherwise nothing of the run is touched."""
+    for name, text in task.space.files().items():
+        saved = run.file(name)
+        if saved.is_file() and saved.read_text(encoding="utf-8") != text:
+            raise FtkError(
+                f"Cannot resume {run.path}: its {name} differs from what the data gives now "
+                f"({task.space.summary()}). Resume with the data the run was started with, "
+                "or start a new run in another --output."
+            )
 
 
 def saved_config(config: Mapping[str, Any], presets: Mapping[str, Any]) -> dict[str, Any]:

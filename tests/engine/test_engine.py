@@ -180,3 +180,41 @@ def test_the_saved_config_names_a_local_backbone_by_its_absolute_path(fake, vect
                      output_dir=tmp_path / "run", plugins=[fake])
     saved = (result.run_dir / "config.yaml").read_text()
     assert f"handle: {tmp_path / 'mine'}" in saved
+
+
+def test_overwrite_replaces_only_an_ftk_run_and_only_once_the_new_one_is_done(fake, vectors,
+                                                                              tmp_path):
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "thesis.tex").write_text("years of work")
+    with pytest.raises(ftk.FtkError, match="is not an ftk run directory"):
+        ftk.run(task="fake_vectors", data=vectors["train"], backbone=vectors["backbone"],
+                output_dir=thesis, overwrite=True, plugins=[fake])
+    assert (thesis / "thesis.tex").read_text() == "years of work"
+
+    first = run(fake, vectors, tmp_path / "run", epochs=1)
+    (first.run_dir / "notes.txt").write_text("mine")
+    before = (first.run_dir / "metrics.json").read_bytes()
+    # A typo in the data: the earlier run stays whole, and nothing is left beside it.
+    with pytest.raises(ftk.DataError):
+        ftk.run(task="fake_vectors", data=tmp_path / "typo.csv", backbone=vectors["backbone"],
+                output_dir=tmp_path / "run", overwrite=True, plugins=[fake])
+    assert (first.run_dir / "metrics.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ftk_fake_task.py", "run", "thesis"]
+
+    second = ftk.run(task="fake_vectors", data=vectors["train"], backbone=vectors["backbone"],
+                     epochs=2, output_dir=tmp_path / "run", overwrite=True, plugins=[fake])
+    assert second.run_dir == tmp_path / "run"
+    assert not (second.run_dir / "notes.txt").exists()
+    assert history(second.run_dir)["epoch"] == [0, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ftk_fake_task.py", "run", "thesis"]
+
+
+def test_a_run_stopped_by_bad_data_can_be_rerun_in_the_same_folder(fake, vectors, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("inputs,target\n1 2 3 4,5\n1 2 3 4,5,6\n")
+    with pytest.raises(ftk.DataError, match="line 3: more fields than the header has columns"):
+        run(fake, {**vectors, "train": bad}, tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".ftk-run"]
+    result = run(fake, vectors, tmp_path / "run", epochs=1)
+    assert (result.run_dir / "metrics.json").exists()

@@ -209,3 +209,22 @@ def test_a_python_run_can_be_silenced(embedding, topics, tmp_path, capfd):
     captured = capfd.readouterr()
     assert "Training" not in captured.err + captured.out
     assert "Epoch" not in captured.err + captured.out
+
+
+def test_a_failed_resume_leaves_the_run_as_it_was(embedding, topics, tmp_path):
+    from ftk import testing
+
+    run_dir = tmp_path / "run"
+    ftk.run(task="text_classification", data=topics["train"], backbone=embedding, epochs=1,
+            output_dir=run_dir)
+    saved = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "labels.txt")}
+    other = testing.write_text_csv(tmp_path / "other.csv", [("sunny and warm", "weather"),
+                                                            ("rain all day", "weather"),
+                                                            ("a new phone", "technology"),
+                                                            ("faster chips", "technology")] * 4)
+    result = ftk_cli("run", "--task", "text_classification", "--data", other, "--backbone",
+                     embedding, "--epochs", 2, "--output", run_dir, "--resume")
+    assert result.exit_code == 1
+    assert f"Cannot resume {run_dir}: its labels.txt differs from what the data gives now" \
+        in result.stderr
+    assert {name: (run_dir / name).read_bytes() for name in saved} == saved
