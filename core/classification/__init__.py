@@ -8,8 +8,6 @@ reader, preprocessor and head.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -226,18 +224,22 @@ def evaluate_classification(targets: np.ndarray, outputs: np.ndarray, space: Cla
             "per_class": _per_class(classes, precision, recall, f1, truth.sum(0)),
             "num_examples": int(len(truth)),
         }
+    from ftk.classification.reports import MATRIX_IN_METRICS, confusion_matrix
+
     predicted = outputs.argmax(-1)
-    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    np.add.at(confusion, (targets, predicted), 1)
-    tp = np.diag(confusion)
-    precision, recall, f1 = _prf(tp, confusion.sum(0) - tp, confusion.sum(1) - tp)
+    count = len(classes)
+    # Per-class counts without the N x N matrix, which grows too large for many classes.
+    support = np.bincount(targets, minlength=count)
+    tp = np.bincount(targets[predicted == targets], minlength=count)
+    precision, recall, f1 = _prf(tp, np.bincount(predicted, minlength=count) - tp, support - tp)
     metrics = {
         "accuracy": float((predicted == targets).mean()),
         "macro_f1": float(f1.mean()),
-        "per_class": _per_class(classes, precision, recall, f1, confusion.sum(1)),
-        "confusion_matrix": confusion.tolist(),
+        "per_class": _per_class(classes, precision, recall, f1, support),
         "num_examples": int(len(targets)),
     }
+    if count <= MATRIX_IN_METRICS:
+        metrics["confusion_matrix"] = confusion_matrix(targets, predicted, count).tolist()
     if len(classes) > 5:
         top5 = np.argsort(-outputs, axis=-1)[:, :5]
         metrics["top5_accuracy"] = float((top5 == targets[:, None]).any(-1).mean())
@@ -285,38 +287,6 @@ def format_classification(row: Mapping[str, Any], space: ClassSpace) -> dict:
     return result
 
 
-def confusion_matrix_report(metrics: Mapping[str, Any], space: ClassSpace, run: Any) -> None:
-    """`confusion_matrix.csv` and `plots/confusion_matrix.png` for single-label runs."""
-    if "confusion_matrix" not in metrics:
-        return
-    matrix = np.asarray(metrics["confusion_matrix"])
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["true \\ predicted", *space.classes])
-    for name, row in zip(space.classes, matrix):
-        writer.writerow([name, *row.tolist()])
-    run.write_text("confusion_matrix.csv", buffer.getvalue())
-    run.write_bytes("plots/confusion_matrix.png", confusion_matrix_png(matrix, space.classes))
-
-
-def confusion_matrix_png(matrix: np.ndarray, classes: Sequence[str]) -> bytes:
-    from ftk.plots import png_bytes, pyplot
-
-    plt = pyplot()
-    size = max(4.0, 0.6 * len(classes) + 2)
-    fig, axis = plt.subplots(figsize=(size, size))
-    axis.imshow(matrix, cmap="Blues")
-    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axis.set_yticks(range(len(classes)), classes)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for (row, col), value in np.ndenumerate(matrix):
-        axis.text(col, row, str(value), ha="center", va="center",
-                  color="white" if value > threshold else "black")
-    return png_bytes(fig)
-
-
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -341,6 +311,7 @@ class ClassificationTask(Task):
     metric_directions: ClassVar[Mapping[str, str]] = {
         "accuracy": "max", "top5_accuracy": "max"}
     space: ClassSpace
+    evaluated: tuple[Any, Any] | None = None
 
     def check_config(self) -> None:
         from ftk.config import require
@@ -371,6 +342,8 @@ class ClassificationTask(Task):
         return build_classification_metrics(self.space)
 
     def evaluate(self, targets: Any, outputs: Any) -> dict[str, Any]:
+        # Kept for the confusion report, which needs every (true, predicted) pair.
+        self.evaluated = None if self.space.multi_label else (targets, outputs.argmax(-1))
         return evaluate_classification(targets, outputs, self.space)
 
     def postprocess(self, outputs: Any, features: Any) -> dict[str, Any]:
@@ -380,4 +353,7 @@ class ClassificationTask(Task):
         return format_classification(row, self.space)
 
     def write_reports(self, metrics: Mapping[str, Any], run: Any) -> None:
-        confusion_matrix_report(metrics, self.space, run)
+        from ftk.classification.reports import confusion_report
+
+        if self.evaluated is not None:
+            confusion_report(*self.evaluated, self.space, run)

@@ -186,3 +186,21 @@ def test_trainable_bert_runs_repeat_exactly(bert, topics, tmp_path):
             for i in range(2)]
     assert runs[0].history["loss"] == runs[1].history["loss"]
     assert runs[0].history["val_loss"] == runs[1].history["val_loss"]
+
+
+@pytest.mark.parametrize("classes, matrix_file, plotted", [(60, "confusion_matrix.csv", True),
+                                                            (1200, "confusion_pairs.csv", False)])
+def test_reports_stay_small_with_many_classes(embedding, tmp_path, classes, matrix_file, plotted):
+    from ftk import testing
+
+    rows = [(f"item{index} word{index} thing{index}", f"class{index:04d}")
+            for index in range(classes) for _ in range(2)]
+    data = testing.write_text_csv(tmp_path / "many.csv", rows)
+    result = ftk.run(task="text_classification", data=data, backbone=embedding, epochs=1,
+                     batch_size=64, output_dir=tmp_path / "run",
+                     set={"data.validation_split": 0.5})
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert "confusion_matrix" not in metrics and len(metrics["per_class"]) == classes
+    assert (result.run_dir / matrix_file).exists()
+    assert (result.run_dir / "plots" / "confusion_matrix.png").exists() == plotted
+    assert (result.run_dir / "metrics.json").stat().st_size < 400 * classes
