@@ -15,6 +15,7 @@ from ftk.plugins.detection.space import BoxSpace
 CONFIG = merged(images.IMAGE_CONFIG, {
     "data": {
         "image_dir": None,
+        "allow_outside_paths": False,
         "clip_tolerance": 0.05,
         "augment": True,
         "augmentation": {"flip": "horizontal", "scale_min": 0.6, "scale_max": 1.4, "photometric": 0.2},

@@ -129,6 +129,20 @@ def number(value: Any, where: str, what: str) -> float:
     return float(value)
 
 
+def confined_path(folder: Path, name: str, where: str, allow_outside: bool) -> Path:
+    """`folder / name`, refusing a name that leaves `folder`: `..`, an absolute
+    path, or a symlink pointing elsewhere (unless `data.allow_outside_paths`)."""
+    candidate = folder / name
+    if allow_outside:
+        return candidate
+    if Path(name).is_absolute() or not candidate.resolve().is_relative_to(folder.resolve()):
+        raise ftk.DataError(
+            f"{where}: the image path {name!r} leads outside {folder}. Image paths must stay "
+            "inside the dataset's folder (or data.image_dir); set data.allow_outside_paths: "
+            "true if that is intended.")
+    return candidate
+
+
 def image_size(width: Any, height: Any, where: str) -> tuple[int, int]:
     """Declared image size as positive ints; boxes are checked against it."""
     sizes = []

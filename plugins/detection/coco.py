@@ -17,6 +17,7 @@ from ftk.plugins.detection.annotations import (
     DEFAULT_CLIP_TOLERANCE,
     BoxChecker,
     ImageAnnotations,
+    confined_path,
     drop_missing,
     image_size,
     number,
@@ -47,7 +48,8 @@ def read_coco(path: Path, data: Mapping[str, Any]) -> tuple[list[ImageAnnotation
     document = _load(path)
     ids_to_names, classes = _categories(document["categories"], path)
     folders = _image_folders(path, data.get("image_dir"))
-    images = _images(document["images"], path, folders)
+    allow_outside = bool(data.get("allow_outside_paths"))
+    images = _images(document["images"], path, folders, allow_outside)
     checker = BoxChecker(str(path), data.get("clip_tolerance", DEFAULT_CLIP_TOLERANCE))
     for index, annotation in enumerate(document["annotations"]):
         _add_annotation(annotation, index, path, images, ids_to_names, checker)
@@ -137,7 +139,8 @@ def _image_folders(path: Path, image_dir: Any) -> list[Path]:
     return [folder, folder / "images"]
 
 
-def _images(records: list[Any], path: Path, folders: list[Path]) -> dict[Any, ImageAnnotations]:
+def _images(records: list[Any], path: Path, folders: list[Path],
+            allow_outside: bool) -> dict[Any, ImageAnnotations]:
     images: dict[Any, ImageAnnotations] = {}
     for index, record in enumerate(records):
         where = f"{path}: {_record_name(record, 'image', index)}"
@@ -151,7 +154,7 @@ def _images(records: list[Any], path: Path, folders: list[Path]) -> dict[Any, Im
             raise ftk.DataError(f"{where}: 'file_name' must be a non-empty string. "
                                 f"Received: {name!r}")
         width, height = image_size(record["width"], record["height"], where)
-        candidates = [folder / name for folder in folders]
+        candidates = [confined_path(folder, name, where, allow_outside) for folder in folders]
         found = next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
         images[record["id"]] = ImageAnnotations(found, width, height, where)
     return images

@@ -9,15 +9,19 @@ xmax, ymax}`. VOC counts pixels from 1 and includes both end pixels, so a box
 
 from __future__ import annotations
 
-from xml.etree import ElementTree
 from pathlib import Path
 from typing import Any, Mapping
+from xml.etree import ElementTree
+
+import defusedxml
+from defusedxml import ElementTree as SafeElementTree
 
 import ftk
 from ftk.plugins.detection.annotations import (
     DEFAULT_CLIP_TOLERANCE,
     BoxChecker,
     ImageAnnotations,
+    confined_path,
     drop_missing,
     image_size,
     number,
@@ -52,7 +56,8 @@ def read_voc(path: Path, data: Mapping[str, Any]) -> tuple[list[ImageAnnotations
     image_dir = data.get("image_dir")
     images = Path(image_dir).expanduser().absolute() if image_dir else root / "JPEGImages"
     checker = BoxChecker(str(path), data.get("clip_tolerance", DEFAULT_CLIP_TOLERANCE))
-    records = [_read_file(file, images, checker) for file in files]
+    allow_outside = bool(data.get("allow_outside_paths"))
+    records = [_read_file(file, images, checker, allow_outside) for file in files]
     checker.report()
     hint = (f"Images are looked up in {images}"
             + ("." if image_dir else "; set data.image_dir if they are elsewhere."))
@@ -98,9 +103,15 @@ def _annotation_files(path: Path) -> tuple[Path, list[Path], list[str]]:
     return root, files, missing
 
 
-def _read_file(file: Path, images: Path, checker: BoxChecker) -> ImageAnnotations:
+def _read_file(file: Path, images: Path, checker: BoxChecker,
+               allow_outside: bool) -> ImageAnnotations:
     try:
-        root = ElementTree.parse(file).getroot()
+        # defusedxml refuses entity declarations and external references, which
+        # an annotation never needs and a hostile file uses to read or bloat.
+        root = SafeElementTree.parse(file).getroot()
+    except defusedxml.DefusedXmlException as error:
+        raise ftk.DataError(f"{file}: refused XML construct ({error}). VOC annotations need no "
+                            "DTD or entities; remove them.") from None
     except ElementTree.ParseError as error:
         line, column = error.position
         reason = str(error).split(":")[0]
@@ -113,7 +124,8 @@ def _read_file(file: Path, images: Path, checker: BoxChecker) -> ImageAnnotation
     name = _text(root, "filename", where)
     width, height = image_size(_number(root, "size/width", where),
                                _number(root, "size/height", where), where)
-    record = ImageAnnotations(images / name, width, height, where)
+    record = ImageAnnotations(confined_path(images, name, where, allow_outside), width, height,
+                              where)
     for index, element in enumerate(root.findall("object"), start=1):
         _add_object(element, f"{file}: object {index}", record, checker)
     return record

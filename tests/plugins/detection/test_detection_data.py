@@ -134,12 +134,12 @@ def test_coco_syntax_error_names_the_line(tmp_path):
         coco.read_coco(path, data())
 
 
-def test_boxes_sticking_out_a_little_are_clipped_with_a_warning(tmp_path, capsys):
+def test_boxes_sticking_out_a_little_are_clipped_with_a_warning(tmp_path, caplog):
     # 2 pixels past the right edge of a 64-wide image is 3%: within the 5% default.
     path = write_coco(tmp_path, broken(lambda d: d["annotations"][0].update(bbox=[34, -1, 32, 9])))
     records, _ = coco.read_coco(path, data())
     assert records[0].boxes[0] == [34.0, 0.0, 64.0, 8.0]
-    warning = capsys.readouterr().err
+    warning = caplog.text
     assert "Clipped 1 box(es)" in warning and "annotation id 17 (image id 1)" in warning
     with pytest.raises(ftk.DataError, match=r"annotation id 17 .*clip_tolerance \(0%\)"):
         coco.read_coco(path, data(clip_tolerance=0.0))
@@ -147,7 +147,7 @@ def test_boxes_sticking_out_a_little_are_clipped_with_a_warning(tmp_path, capsys
         coco.read_coco(path, data(clip_tolerance=2))
 
 
-def test_missing_images_fail_or_are_skipped_and_counted(tmp_path, capsys):
+def test_missing_images_fail_or_are_skipped_and_counted(tmp_path, caplog):
     path = write_coco(tmp_path)
     (tmp_path / "a.png").unlink()
     with pytest.raises(ftk.DataError, match="1 file") as error:
@@ -156,7 +156,7 @@ def test_missing_images_fail_or_are_skipped_and_counted(tmp_path, capsys):
     records, classes = coco.read_coco(path, data(skip_bad_files=True))
     assert [record.path.name for record in records] == ["b.png"]
     assert classes == ["cat", "dog", "zebra"]  # declared categories stay
-    assert "Skipped 1 image(s)" in capsys.readouterr().err
+    assert "Skipped 1 image(s)" in caplog.text
 
 
 def voc_xml(filename: str, size=(64, 48), objects=()) -> str:
@@ -205,7 +205,7 @@ def test_voc_image_dir_replaces_jpegimages(tmp_path):
     assert {record.path.parent for record in records} == {moved}
 
 
-def test_voc_id_list_selects_a_subset(tmp_path, capsys):
+def test_voc_id_list_selects_a_subset(tmp_path, caplog):
     root = write_voc(tmp_path / "VOC")
     listing = root / "ImageSets" / "Main" / "val.txt"
     listing.parent.mkdir(parents=True)
@@ -220,7 +220,7 @@ def test_voc_id_list_selects_a_subset(tmp_path, capsys):
         voc.read_voc(listing, data())
     records, classes = voc.read_voc(listing, data(skip_bad_files=True))
     assert [record.path.stem for record in records] == ["000003"] and classes == ["bird"]
-    assert "Skipped 1 image(s)" in capsys.readouterr().err
+    assert "Skipped 1 image(s)" in caplog.text
     stray = tmp_path / "ids.txt"
     stray.write_text("000001\n")
     with pytest.raises(ftk.DataError, match="ImageSets/Main/<split>.txt"):
@@ -254,11 +254,11 @@ def test_voc_errors_name_the_file_and_the_object(tmp_path, case):
         voc.read_voc(root, data())
 
 
-def test_voc_clips_small_overshoots_and_names_missing_images(tmp_path, capsys):
+def test_voc_clips_small_overshoots_and_names_missing_images(tmp_path, caplog):
     root = write_voc(tmp_path / "VOC", {"000001": ("x.png", (64, 48), [("dog", (0, 1, 65, 48))])})
     records, _ = voc.read_voc(root, data())
     assert records[0].boxes == [[0.0, 0.0, 64.0, 48.0]]
-    assert "Clipped 1 box(es)" in capsys.readouterr().err
+    assert "Clipped 1 box(es)" in caplog.text
     (root / "JPEGImages" / "x.png").unlink()
     with pytest.raises(ftk.DataError, match=r"(?s)000001.xml: .*x.png.*skip_bad_files"):
         voc.read_voc(root, data())
@@ -329,3 +329,40 @@ def test_demo_data_is_written_once_as_coco(tmp_path, monkeypatch):
     stamp = paths["train"].stat().st_mtime_ns
     demo.demo_detection_data(tmp_path / "demo")
     assert paths["train"].stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("file_name", ["../outside.png", "/etc/hostname", "link/a.png"])
+def test_coco_image_paths_stay_inside_the_dataset(tmp_path, file_name):
+    write_png(tmp_path / "outside.png")
+    (tmp_path / "elsewhere").mkdir()
+    write_png(tmp_path / "elsewhere" / "a.png")
+    folder = tmp_path / "coco"
+    folder.mkdir()
+    (folder / "link").symlink_to(tmp_path / "elsewhere")  # a symlink leading out
+    document = copy.deepcopy(COCO)
+    document["images"] = [{"id": 1, "file_name": file_name, "width": 64, "height": 48}]
+    document["annotations"] = []
+    path = write_coco(folder, document, images=False)
+    with pytest.raises(ftk.DataError, match=f"the image path '{file_name}' leads outside"):
+        coco.read_coco(path, data())
+    records, _ = coco.read_coco(path, data(allow_outside_paths=True))
+    assert len(records) == 1
+
+
+def test_voc_image_paths_stay_inside_the_dataset(tmp_path):
+    root = write_voc(tmp_path / "VOC", {"1": ("../../secret.png", (32, 32), [])})
+    with pytest.raises(ftk.DataError, match="leads outside"):
+        voc.read_voc(root, data())
+
+
+@pytest.mark.parametrize("preamble", [
+    '<!DOCTYPE annotation [<!ENTITY name "dog">]>',
+    '<!DOCTYPE annotation [<!ENTITY name SYSTEM "file:///etc/hostname">]>',
+    '<!DOCTYPE annotation [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>',
+])
+def test_voc_xml_with_entities_is_refused(tmp_path, preamble):
+    root = write_voc(tmp_path / "VOC")
+    target = root / "Annotations" / "000001.xml"
+    target.write_text(preamble + voc_xml("000001.png", (64, 48), [("dog", (1, 1, 10, 20))]))
+    with pytest.raises(ftk.DataError, match=f"{target}: refused XML construct"):
+        voc.read_voc(root, data())
