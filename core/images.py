@@ -102,11 +102,23 @@ def image_paths(value: str) -> list[str]:
 
 
 def read_image_bytes(path: str | Path) -> bytes:
-    """A file's encoded bytes, with an error naming it when it is missing."""
+    """A file's encoded bytes, with an error naming it when it is missing or
+    is no image (so one bad file among many is named, not a failed batch)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Image file {path} does not exist.")
-    return path.read_bytes()
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path} cannot be read as a JPEG, PNG, BMP or GIF image "
+                        f"({type(error).__name__}: {error}). Replace or remove it.") from None
+    return data
 
 
 def image_size(backbone: Any, config: Mapping[str, Any]) -> int:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from ftk.atomic import building_dir
 from ftk.backbone import Backbone
@@ -39,13 +40,37 @@ class LoadedBackbone:
         """The backbone loaded with `hub.load` (assets such as a vocab file)."""
         import tensorflow_hub as hub
 
-        return hub.load(self.handle)
+        with loading(self.handle):
+            return hub.load(self.handle)
 
     def keras_layer(self, trainable: bool) -> Any:
         """A fresh `hub.KerasLayer` over the backbone."""
         import tensorflow_hub as hub
 
-        return hub.KerasLayer(self.handle, trainable=trainable, name="backbone")
+        with loading(self.handle):
+            return hub.KerasLayer(self.handle, trainable=trainable, name="backbone")
+
+
+@contextmanager
+def loading(handle: str) -> Iterator[None]:
+    """Turn a failure to fetch or load a SavedModel into an error naming the
+    handle and saying what to do."""
+    try:
+        yield
+    except FtkError:
+        raise
+    except Exception as error:  # noqa: BLE001 - urllib, OSError, TF's own errors alike
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if "://" in handle:
+            advice = ("Without network: download it where there is network and pass the "
+                      "folder (--backbone PATH), point TFHUB_CACHE_DIR at a cache that holds "
+                      "it, or use an offline preset (`ftk backbones list`). A half-downloaded "
+                      "cache folder can be deleted from TFHUB_CACHE_DIR to fetch it again.")
+        else:
+            advice = ("Check that the folder holds a complete SavedModel (saved_model.pb and "
+                      "variables/), or convert the checkpoint again.")
+        raise FtkError(f"Cannot load backbone {handle}: {type(error).__name__}: {reason}. "
+                       f"{advice}") from error
 
 
 def is_pulled(name: str) -> bool:

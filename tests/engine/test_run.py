@@ -228,3 +228,31 @@ def test_a_failed_resume_leaves_the_run_as_it_was(embedding, topics, tmp_path):
     assert f"Cannot resume {run_dir}: its labels.txt differs from what the data gives now" \
         in result.stderr
     assert {name: (run_dir / name).read_bytes() for name in saved} == saved
+
+
+def test_a_hub_handle_that_cannot_be_fetched_names_the_handle_and_what_to_do(topics, tmp_path,
+                                                                             monkeypatch):
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub"))
+    handle = f"http://127.0.0.1:{port}/google/nnlm-en-dim50/2"
+    result = ftk_cli("run", "--task", "text_classification", "--data", topics["train"],
+                     "--backbone", handle, "--output", tmp_path / "run")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Cannot load backbone {handle}:" in result.stderr
+    assert "--backbone PATH" in result.stderr and "TFHUB_CACHE_DIR" in result.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_broken_backbone_folder_is_named(topics, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a protobuf")
+    result = ftk_cli("run", "--task", "text_classification", "--data", topics["train"],
+                     "--backbone", broken, "--output", tmp_path / "run")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Cannot load backbone {broken}" in result.stderr
+    assert "complete SavedModel" in result.stderr

@@ -52,6 +52,16 @@ def test_predict_cli_prints_json_for_image_files(trained, colours):
     assert set(predictions[0]["scores"]) == set(COLOURS)
 
 
+def test_one_corrupt_image_among_several_is_named(trained, colours, tmp_path):
+    corrupt = tmp_path / "broken.png"
+    good = (colours["test"] / "red" / "red_0.png").read_bytes()
+    corrupt.write_bytes(good[: len(good) // 3])  # a truncated download
+    files = [colours["test"] / "red" / "red_0.png", corrupt, colours["test"] / "blue" / "blue_1.jpg"]
+    result = ftk_cli("predict", str(trained), *map(str, files))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{corrupt} cannot be read as a JPEG, PNG, BMP or GIF image" in result.stderr
+
+
 def test_load_predicts_paths_bytes_and_arrays_alike(trained, colours):
     model = ftk.load(trained)
     path = colours["test"] / "green" / "green_0.png"  # lossless, so all three agree
