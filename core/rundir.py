@@ -50,6 +50,8 @@ class RunDirectory:
         self.writes = writes
         # An --overwrite run is built beside the run it replaces (see `finish`).
         self.replaces = replaces
+        # For --resume: the checkpoint folder to continue from and its state.
+        self.resume_from: tuple[Path, dict[str, Any]] | None = None
 
     @property
     def final_path(self) -> Path:
@@ -87,11 +89,15 @@ class RunDirectory:
             path = Path(output_dir)
         run = cls(path)
         if resume:
+            from ftk.training.checkpoints import resume_point
+
             if not (run.checkpoints / "last").exists():
                 raise FtkError(
                     f"Cannot resume: {path} has no checkpoints/last. Start a new run "
                     "without --resume, or point --output at an earlier run."
                 )
+            # Verified before anything is read or written, so a damaged run stays as it is.
+            run.resume_from = resume_point(run.checkpoints)
             return run
         if path.exists() and not path.is_dir():
             raise FtkError(f"--output {path} is a file; choose a folder for the run.")

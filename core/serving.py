@@ -72,4 +72,16 @@ def write_export(folder: Path, model: Any, preprocessor: Any,
 
 
 def read_metadata(export_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(export_dir) / METADATA_FILE).read_text(encoding="utf-8"))
+    """The export's `ftk.json`, or an error naming it when it is damaged."""
+    from ftk.errors import FtkError
+
+    path = Path(export_dir) / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise FtkError(f"{path} is damaged: not valid JSON ({error}). Export the run again "
+                       "(`ftk export RUN`) or restore the file.") from None
+    if not isinstance(metadata, dict) or not {"task", "targets", "config"} <= set(metadata):
+        raise FtkError(f"{path} is not an ftk export description (it needs task, targets and "
+                       "config). Export the run again with this version of ftk.")
+    return metadata

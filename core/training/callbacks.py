@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from pathlib import Path
@@ -14,9 +13,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from ftk.rundir import HISTORY_FILE, RunDirectory
+from ftk.training.checkpoints import write_checkpoint
 
-CHECKPOINT_PREFIX = "ckpt"
-STATE_FILE = "state.json"
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
@@ -87,14 +85,7 @@ class RunCheckpointer(keras.callbacks.Callback):
             self._write("best", state)
 
     def _write(self, name: str, state: dict[str, Any]) -> None:
-        with self.run.building(f"checkpoints/{name}") as staging:
-            self.checkpoint.write(str(staging / CHECKPOINT_PREFIX))
-            (staging / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
-
-
-def read_state(folder: Path) -> dict[str, Any] | None:
-    path = Path(folder) / STATE_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        write_checkpoint(self.run, name, self.checkpoint, state)
 
 
 def read_history_rows(path: Path) -> list[dict[str, str]]:

@@ -13,13 +13,8 @@ import tf_keras as keras
 from ftk import progress
 from ftk.errors import ConfigError, FtkError
 from ftk.rundir import HISTORY_FILE, RunDirectory
-from ftk.training.callbacks import (
-    CHECKPOINT_PREFIX,
-    NonFiniteLossGuard,
-    RunCheckpointer,
-    read_history_rows,
-    read_state,
-)
+from ftk.training.callbacks import NonFiniteLossGuard, RunCheckpointer, read_history_rows
+from ftk.training.checkpoints import CHECKPOINT_PREFIX, resume_point
 from ftk.training.feature_cache import FeatureCache
 from ftk.training.freezing import select_trainable
 from ftk.training.model import FineTuneModel
@@ -79,7 +74,7 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     lower_is_better = direction(monitor) == "min"
     backbone_variables = select_trainable(model.backbone_variables, config["backbone"])
     folder = run.checkpoints
-    state = read_state(folder / "last") if resume else None
+    origin, state = (run.resume_from or resume_point(folder)) if resume else (None, None)
     done = state["epoch"] if state else 0
     best = state.get("best") if state else None
     phases = plan_phases(config)
@@ -100,7 +95,12 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
         if state is not None:
             # Optimiser state only carries over within the phase it was saved in.
             restore = checkpoint if state.get("phase") == index else tf.train.Checkpoint(model=model)
-            restore.read(str(folder / "last" / CHECKPOINT_PREFIX)).expect_partial()
+            try:
+                restore.read(str(origin / CHECKPOINT_PREFIX)).expect_partial()
+            except (tf.errors.OpError, ValueError) as error:
+                raise FtkError(f"Cannot resume: {origin} cannot be read ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0]}). Start a new run (--overwrite, "
+                               "or another --output).") from None
             log.info(f"Resuming from epoch {done} of {train_config['epochs']}.")
             state = None
         guard = NonFiniteLossGuard()

@@ -218,3 +218,45 @@ def test_a_run_stopped_by_bad_data_can_be_rerun_in_the_same_folder(fake, vectors
     assert [p.name for p in (tmp_path / "run").iterdir()] == [".ftk-run"]
     result = run(fake, vectors, tmp_path / "run", epochs=1)
     assert (result.run_dir / "metrics.json").exists()
+
+
+def _truncate_checkpoint_data(folder) -> None:
+    data = next(p for p in folder.iterdir() if p.name.startswith("ckpt.data"))
+    data.write_bytes(data.read_bytes()[:8])
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_best(fake, vectors, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="ftk")
+    first = run(fake, vectors, tmp_path / "run", epochs=3, **{"train.learning_rate": 0.05})
+    best_epoch = json.loads((first.run_dir / "checkpoints/best/state.json").read_text())["epoch"]
+    _truncate_checkpoint_data(first.run_dir / "checkpoints" / "last")
+    resumed = ftk.run(task="fake_vectors", data=vectors["train"], test_data=vectors["test"],
+                      backbone=vectors["backbone"], epochs=4, output_dir=first.run_dir,
+                      plugins=[fake], resume=True)
+    assert "does not match manifest.json (truncated or changed)" in caplog.text
+    assert f"(epoch {best_epoch}) instead" in caplog.text
+    assert history(resumed.run_dir)["epoch"] == list(range(4))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "state"])
+def test_resume_with_no_sound_checkpoint_names_the_damage(fake, vectors, tmp_path, damage):
+    first = run(fake, vectors, tmp_path / "run", epochs=1)
+    for name in ("last", "best"):
+        folder = first.run_dir / "checkpoints" / name
+        if damage == "truncated":
+            _truncate_checkpoint_data(folder)
+        else:
+            (folder / "state.json").write_text("{not json")
+    files = ("history.csv", "config.yaml", "metrics.json")
+    before = {name: (first.run_dir / name).read_bytes() for name in files}
+    with pytest.raises(ftk.FtkError, match="Cannot resume: .*checkpoints/last"):
+        ftk.run(task="fake_vectors", data=vectors["train"], backbone=vectors["backbone"],
+                epochs=2, output_dir=first.run_dir, plugins=[fake], resume=True)
+    assert {name: (first.run_dir / name).read_bytes() for name in files} == before
+
+
+def test_a_damaged_export_description_is_named(fake, vectors, tmp_path):
+    first = run(fake, vectors, tmp_path / "run", epochs=1)
+    (first.run_dir / "export" / "ftk.json").write_text('{"task": "fake_vec')
+    with pytest.raises(ftk.FtkError, match="ftk.json is damaged: not valid JSON"):
+        ftk.load(first.run_dir, plugins=[fake])
