@@ -11,6 +11,8 @@ a multi-process job write the run.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -21,10 +23,14 @@ from typing import Any, Iterator
 from ftk.atomic import building_dir, replace_dir_atomic, staging_dir, write_bytes_atomic
 from ftk.errors import FtkError
 
+log = logging.getLogger(__name__)
+
 # Every run directory holds this file from its first moment: `--overwrite`
 # replaces only folders that carry it.
 RUN_MARKER = ".ftk-run"
 CONFIG_FILE = "config.yaml"
+# What `ftk.atomic` leaves behind only when its process is killed mid-write.
+LEFTOVER = re.compile(r"^\..+\.(?:tmp-\w+|old|[a-z0-9_]{8})$")
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 
@@ -98,6 +104,7 @@ class RunDirectory:
                 )
             # Verified before anything is read or written, so a damaged run stays as it is.
             run.resume_from = resume_point(run.checkpoints)
+            run.remove_leftovers()
             return run
         if path.exists() and not path.is_dir():
             raise FtkError(f"--output {path} is a file; choose a folder for the run.")
@@ -120,6 +127,22 @@ class RunDirectory:
             path.mkdir(parents=True, exist_ok=True)
         run.write_json(RUN_MARKER, {"task": task})
         return run
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete what a killed process left half-written in the run: staging
+        folders (`.NAME.tmp-*`), folders stepped aside (`.NAME.old`) and temp
+        files (`.NAME.xxxxxxxx`). Only one process writes a run, so none of
+        them can still be in use when it starts again."""
+        removed = []
+        for folder in (self.path, self.checkpoints):
+            for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+                if LEFTOVER.match(entry.name):
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                    removed.append(entry)
+        if removed:
+            log.info(f"Removed {len(removed)} half-written leftover(s) of an interrupted run "
+                     f"in {self.path}.")
+        return removed
 
     def finish(self) -> None:
         """Move an --overwrite run into the place of the run it replaces."""

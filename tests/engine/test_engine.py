@@ -260,3 +260,17 @@ def test_a_damaged_export_description_is_named(fake, vectors, tmp_path):
     (first.run_dir / "export" / "ftk.json").write_text('{"task": "fake_vec')
     with pytest.raises(ftk.FtkError, match="ftk.json is damaged: not valid JSON"):
         ftk.load(first.run_dir, plugins=[fake])
+
+
+def test_resume_clears_what_a_killed_process_left_half_written(fake, vectors, tmp_path):
+    first = run(fake, vectors, tmp_path / "run", epochs=1)
+    leftovers = [first.run_dir / ".export.tmp-x1y2z3", first.run_dir / "checkpoints" / ".last.old",
+                 first.run_dir / ".history.csv.k2j4h5_a"]
+    for path in leftovers[:2]:
+        path.mkdir()
+        (path / "partial").write_text("half")
+    leftovers[2].write_text("epoch,lo")
+    ftk.run(task="fake_vectors", data=vectors["train"], backbone=vectors["backbone"], epochs=2,
+            output_dir=first.run_dir, plugins=[fake], resume=True)
+    assert not any(path.exists() for path in leftovers)
+    assert (first.run_dir / ".ftk-run").exists()
