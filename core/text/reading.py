@@ -102,20 +102,25 @@ def prediction_texts(values: list[str], column: str) -> list[str]:
 def _table_rows(path: Path, text: str, columns: Mapping[str, str],
                 delimiter: str) -> Iterator[tuple[str, dict[str, Any]]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    header = reader.fieldnames or []
-    for key, column in columns.items():
-        if column not in header:
-            raise DataError(
-                f"{path}: no column {column!r} (columns: {', '.join(header) or 'none'}). "
-                f"Set data.{key} to the column that holds the {key.removesuffix('_column')}."
-            )
-    for row in reader:
-        where = f"{path} line {reader.line_num}"
-        if None in row:
-            raise DataError(f"{where}: more fields than the header has columns. Quote fields "
-                            "that hold the delimiter.")
-        yield where, {key: row[column] for key, column in columns.items()}
+    # newline="" lets the csv module see quoted line breaks and lone carriage returns.
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = reader.fieldnames or []
+        for key, column in columns.items():
+            if column not in header:
+                raise DataError(
+                    f"{path}: no column {column!r} (columns: {', '.join(header) or 'none'}). "
+                    f"Set data.{key} to the column that holds the {key.removesuffix('_column')}."
+                )
+        for row in reader:
+            where = f"{path} line {reader.line_num}"
+            if None in row:
+                raise DataError(f"{where}: more fields than the header has columns. Quote fields "
+                                "that hold the delimiter.")
+            yield where, {key: row[column] for key, column in columns.items()}
+    except csv.Error as error:
+        raise DataError(f"{path} line {reader.line_num}: malformed table ({error}). Fix the row, "
+                        "or save the file as CSV/TSV again.") from None
 
 
 def _jsonl_rows(path: Path, text: str,
