@@ -25,6 +25,8 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+DETECTION_DATA = {"image_dir": None, "skip_bad_files": True, "clip_tolerance": 0.05,
+                  "allow_outside_paths": False}
 json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
                                      st.floats(allow_nan=False, allow_infinity=False)),
                            lambda inner: st.lists(inner, max_size=4)
@@ -74,10 +76,8 @@ def test_any_text_file_reads_or_is_a_data_error(tmp_path, raw, suffix):
 def test_any_coco_document_reads_or_is_a_data_error(tmp_path, document):
     path = tmp_path / "annotations.json"
     path.write_text(json.dumps(document))
-    data = {"format": "coco", "image_dir": None, "skip_bad_files": True, "clip_tolerance": 0.05,
-            "allow_outside_paths": False}
     try:
-        coco.read_coco(path, data)
+        coco.read_coco(path, {**DETECTION_DATA, "format": "coco"})
     except ftk.FtkError:
         pass
 
@@ -88,10 +88,8 @@ def test_any_voc_file_reads_or_is_a_data_error(tmp_path, text):
     root = tmp_path / "VOC"
     (root / "Annotations").mkdir(parents=True, exist_ok=True)
     (root / "Annotations" / "1.xml").write_text(text, encoding="utf-8", errors="replace")
-    data = {"format": "voc", "image_dir": None, "skip_bad_files": True, "clip_tolerance": 0.05,
-            "allow_outside_paths": False}
     try:
-        voc.read_voc(root, data)
+        voc.read_voc(root, {**DETECTION_DATA, "format": "voc"})
     except ftk.FtkError:
         pass
 
@@ -106,5 +104,4 @@ def test_voc_files_with_missing_or_bad_fields_are_data_errors(tmp_path, text):
     (root / "Annotations").mkdir(parents=True)
     (root / "Annotations" / "1.xml").write_text(text)
     with pytest.raises(ftk.DataError):
-        voc.read_voc(root, {"format": "voc", "image_dir": None, "skip_bad_files": True,
-                            "clip_tolerance": 0.05, "allow_outside_paths": False})
+        voc.read_voc(root, {**DETECTION_DATA, "format": "voc"})
