@@ -79,10 +79,10 @@ def run(
 
     try:
         result = execute(task, run, registry, resume=resume)
+        run.finish()
     except BaseException:
         run.abandon()
         raise
-    run.finish()
     return result
 
 
@@ -142,7 +142,7 @@ def predict(path: str | Path, inputs: Sequence[str], *, plugins: Sequence[str] =
 
     model = load(path, plugins=plugins)
     given = check_given(options, model.task.predict_options, f"task {model.task.name!r}")
-    values = model.task.prediction_inputs(list(inputs))
+    values = model.task.prediction_inputs([inputs] if isinstance(inputs, str) else list(inputs))
     predictions = model.predict(values)
     model.task.finish_predictions(values, predictions, **given)
     return predictions
@@ -213,7 +213,7 @@ def convert_backbone(checkpoint: str | Path, output_dir: str | Path, *,
             raise FtkError(f"Unknown converter {converter!r}. Known converters: {known}.")
         chosen = [registry.converters[converter]]
     else:
-        chosen = [c for c in registry.converters.values() if c.claims(path)]
+        chosen = [c for c in registry.converters.values() if _claims(c, path, registry)]
     if not chosen:
         takes = "; ".join(f"{c.name} takes {c.description}"
                           for c in sorted(registry.converters.values(), key=lambda c: c.name))
@@ -226,6 +226,17 @@ def convert_backbone(checkpoint: str | Path, output_dir: str | Path, *,
     given = check_given(options, chosen[0].options, f"converter {chosen[0].name!r}")
     with progress.timed(f"Converting {path} with the {chosen[0].name} converter"):
         return Path(chosen[0].convert(path, Path(output_dir), **given))
+
+
+def _claims(converter: Any, path: Path, registry: Registry) -> bool:
+    from ftk.errors import PluginError
+
+    try:
+        return bool(converter.claims(path))
+    except Exception as error:  # noqa: BLE001 - a plugin's check must not hide the others
+        plugin = registry.plugin_of("converter", converter.name)
+        raise PluginError(f"Converter {converter.name!r} of plugin {plugin!r} failed while "
+                          f"checking {path}: {type(error).__name__}: {error}") from error
 
 
 def installed_plugins(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:

@@ -46,22 +46,17 @@ class PluginOptionsCommand(click.Command):
         return params + extra
 
 
-def _converter_options(plugins: tuple[str, ...]) -> list[Any]:
-    from ftk.registry import build_registry
+def _declared_options(declared: Any) -> Any:
+    """`(plugins) -> options`: what `declared(registry)` (one sequence of
+    `ftk.Option`s per converter or task) declares, one per name."""
+    def collect(plugins: tuple[str, ...]) -> list[Any]:
+        from ftk.registry import build_registry
 
-    options: dict[str, Any] = {}
-    for converter in build_registry(plugins).converters.values():
-        options.update({option.name: option for option in converter.options})
-    return list(options.values())
+        options = {option.name: option for group in declared(build_registry(plugins))
+                   for option in group}
+        return list(options.values())
 
-
-def _predict_options(plugins: tuple[str, ...]) -> list[Any]:
-    from ftk.registry import build_registry
-
-    options: dict[str, Any] = {}
-    for task in build_registry(plugins).tasks.values():
-        options.update({option.name: option for option in task.predict_options})
-    return list(options.values())
+    return collect
 
 
 class FtkGroup(click.Group):
@@ -140,7 +135,8 @@ def evaluate(path: str, data: str, batch_size: int | None, plugins: tuple[str, .
     click.echo(json.dumps(api.evaluate(path, data, batch_size=batch_size, plugins=plugins), indent=2))
 
 
-@cli.command(cls=PluginOptionsCommand, plugin_options=_predict_options)
+@cli.command(cls=PluginOptionsCommand, plugin_options=_declared_options(
+    lambda registry: (task.predict_options for task in registry.tasks.values())))
 @click.argument("path")
 @click.argument("inputs", nargs=-1, required=True)
 @PLUGIN_OPTION
@@ -209,7 +205,8 @@ def backbones_pull(name: str, force: bool, plugins: tuple[str, ...]) -> None:
     click.echo(str(api.pull_backbone(name, force=force, plugins=plugins)))
 
 
-@backbones.command("convert", cls=PluginOptionsCommand, plugin_options=_converter_options)
+@backbones.command("convert", cls=PluginOptionsCommand, plugin_options=_declared_options(
+    lambda registry: (converter.options for converter in registry.converters.values())))
 @click.argument("checkpoint")
 @click.argument("output_dir")
 @click.option("--converter", default=None, metavar="NAME",

@@ -146,7 +146,9 @@ def image_size(backbone: Any, config: Mapping[str, Any]) -> int:
 def _signature_size(backbone: Any) -> int | None:
     import tensorflow as tf
 
-    for function in getattr(backbone.saved_model.__call__, "concrete_functions", []):
+    from ftk.hub.resolve import call_functions
+
+    for function in call_functions(backbone.saved_model):
         args, _ = function.structured_input_signature
         specs = tf.nest.flatten(args[0] if args else None)
         if specs and specs[0].shape.rank == 4:

@@ -52,7 +52,9 @@ def check_given(given: dict[str, Any], allowed: Iterable[Option], owner: str) ->
     from ftk.errors import FtkError
 
     names = {option.name for option in allowed}
-    chosen = {key: value for key, value in given.items() if value not in (None, False)}
+    # `0` is a value; only an option left out (None) or an unset flag (False) is not.
+    chosen = {key: value for key, value in given.items()
+              if value is not None and value is not False}
     for key in chosen:
         if key not in names:
             flags = ", ".join(sorted(f"--{n.replace('_', '-')}" for n in names)) or "none"

@@ -4,7 +4,7 @@ that task reports share."""
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

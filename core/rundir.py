@@ -97,11 +97,12 @@ class RunDirectory:
         if resume:
             from ftk.training.checkpoints import resume_point
 
-            if not (run.checkpoints / "last").exists():
+            if not run.checkpoints.is_dir():
                 raise FtkError(
-                    f"Cannot resume: {path} has no checkpoints/last. Start a new run "
+                    f"Cannot resume: {path} has no checkpoints. Start a new run "
                     "without --resume, or point --output at an earlier run."
                 )
+            run.restore_stepped_aside()
             # Verified before anything is read or written, so a damaged run stays as it is.
             run.resume_from = resume_point(run.checkpoints)
             run.remove_leftovers()
@@ -128,6 +129,16 @@ class RunDirectory:
         run.write_json(RUN_MARKER, {"task": task})
         return run
 
+    def restore_stepped_aside(self) -> None:
+        """A process killed while swapping in a checkpoint folder may have left
+        the previous one stepped aside (`.last.old`) and none in its place:
+        put it back, so resuming continues from it."""
+        for name in ("last", "best"):
+            target, aside = self.checkpoints / name, self.checkpoints / f".{name}.old"
+            if not target.exists() and aside.is_dir():
+                aside.rename(target)
+                log.warning(f"Restored {target} from {aside}, left by an interrupted write.")
+
     def remove_leftovers(self) -> list[Path]:
         """Delete what a killed process left half-written in the run: staging
         folders (`.NAME.tmp-*`), folders stepped aside (`.NAME.old`) and temp
@@ -152,7 +163,7 @@ class RunDirectory:
 
     def abandon(self) -> None:
         """Drop an unfinished --overwrite run; the run it would replace stays."""
-        if self.replaces is not None:
+        if self.replaces is not None and self.writes:
             shutil.rmtree(self.path, ignore_errors=True)
 
     # Paths. Folders other writers fill (TensorBoard, tf.data snapshots) are

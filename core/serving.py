@@ -79,9 +79,10 @@ def read_metadata(export_dir: Path) -> dict[str, Any]:
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
-        raise FtkError(f"{path} is damaged: not valid JSON ({error}). Export the run again "
-                       "(`ftk export RUN`) or restore the file.") from None
+        raise FtkError(f"{path} is damaged: not valid JSON ({error}). Restore it from a copy "
+                       "of the export, or train the run again.") from None
     if not isinstance(metadata, dict) or not {"task", "targets", "config"} <= set(metadata):
-        raise FtkError(f"{path} is not an ftk export description (it needs task, targets and "
-                       "config). Export the run again with this version of ftk.")
+        raise FtkError(f"{path} is not an ftk export description of this version (it needs "
+                       "task, targets and config; exports of earlier versions record labels "
+                       "instead). Train the run again with this version.")
     return metadata

@@ -152,7 +152,11 @@ def _from_folder(
     info = dict(metadata)
     for candidate in (folder / METADATA_FILE, encoder / METADATA_FILE):
         if candidate.exists():
-            info.update(json.loads(candidate.read_text(encoding="utf-8")))
+            try:
+                info.update(json.loads(candidate.read_text(encoding="utf-8")))
+            except (ValueError, UnicodeDecodeError) as error:
+                raise FtkError(f"{candidate} is not valid JSON ({error}). Fix it or remove it; "
+                               "it only adds hints about the backbone.") from None
     if preprocessor is None and (folder / "preprocessor" / "saved_model.pb").exists():
         preprocessor = str(folder / "preprocessor")
     backbone = LoadedBackbone(name, str(encoder), kind or info.get("kind", ""), preprocessor, info)
@@ -164,6 +168,15 @@ def _from_folder(
 UNKNOWN_KIND = "unknown"
 
 
+def call_functions(saved_model: Any) -> list[Any]:
+    """The traced functions of a SavedModel's `__call__`; none when it was saved
+    with signatures only."""
+    try:
+        return list(saved_model.__call__.concrete_functions)
+    except AttributeError:  # saved with signatures only, or a call that was not traced
+        return []
+
+
 def infer_kind(saved_model: Any, where: str) -> str:
     """Tell the tf.hub convention a SavedModel follows from its call signature:
     `text_encoder`, `text_embedding`, `image`, or `unknown` for any other
@@ -172,7 +185,7 @@ def infer_kind(saved_model: Any, where: str) -> str:
     name its kind in `backbone.json`."""
     import tensorflow as tf
 
-    for function in getattr(saved_model.__call__, "concrete_functions", []):
+    for function in call_functions(saved_model):
         args, _ = function.structured_input_signature
         specs = tf.nest.flatten(args[0] if args else None)
         first = args[0] if args else None

@@ -23,7 +23,6 @@ from typing import Any, Iterator, Mapping
 from ftk.errors import DataError
 
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-TABLE_FORMATS = ("csv", "tsv", "jsonl")
 
 
 def detect_format(path: Path) -> str:
@@ -125,7 +124,9 @@ def _table_rows(path: Path, text: str, columns: Mapping[str, str],
 
 def _jsonl_rows(path: Path, text: str,
                 columns: Mapping[str, str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a JSON line: str.splitlines would also cut at U+2028 and others,
+    # which JSON strings may hold raw.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path} line {number}"

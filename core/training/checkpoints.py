@@ -45,9 +45,11 @@ def damage(folder: Path) -> str | None:
     if not state.is_file():
         return f"{state} is missing"
     try:
-        json.loads(state.read_text(encoding="utf-8"))
+        loaded = json.loads(state.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         return f"{state} is not valid JSON ({error})"
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("epoch"), int):
+        return f"{state} does not record the epochs done"
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
         return None
@@ -55,6 +57,9 @@ def damage(folder: Path) -> str | None:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         return f"{manifest_path} is not valid JSON ({error})"
+    if not isinstance(manifest, dict) or not all(
+            isinstance(entry, dict) and {"size", "sha256"} <= set(entry) for entry in manifest.values()):
+        return f"{manifest_path} does not list files with their size and sha256"
     for name, expected in manifest.items():
         path = folder / name
         if not path.is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -199,7 +200,9 @@ class EpochLog(keras.callbacks.Callback):
 def read_history(path: Path) -> dict[str, list[float]]:
     """history.csv as columns of floats."""
     rows = read_history_rows(path)
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    # A column that started later (validation added on resume) is empty before it.
+    return {key: [float(row[key]) if row.get(key) else math.nan for row in rows]
+            for key in dict.fromkeys(key for row in rows for key in row)}
 
 
 

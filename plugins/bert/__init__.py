@@ -25,6 +25,8 @@ def claims(path: Path) -> bool:
         raw = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    if not isinstance(raw, dict):
+        return False
     architectures = raw.get("architectures") or []
     return raw.get("model_type") in BERT_MODEL_TYPES or any(
         str(name).startswith("Bert") for name in architectures)

@@ -128,8 +128,11 @@ class Detection(ftk.Task):
             return
         folder = Path(draw)
         folder.mkdir(parents=True, exist_ok=True)
-        for value, prediction in zip(inputs, predictions):
-            target = folder / f"{Path(str(value)).stem}.png"
+        stems = [Path(str(value)).stem for value in inputs]
+        for index, (value, prediction) in enumerate(zip(inputs, predictions)):
+            # Inputs from different folders may share a name; each gets its own picture.
+            stem = stems[index] if stems.count(stems[index]) == 1 else f"{index:04d}-{stems[index]}"
+            target = folder / f"{stem}.png"
             save_prediction_drawing(value, prediction, target)
             prediction["drawing"] = str(target)
 

@@ -7,7 +7,6 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
-import ftk
 from ftk.plugins.detection import boxes as box_ops
 from ftk.plugins.detection.losses import DetectionLoss
 from ftk.plugins.detection.model import STRIDES, unpack

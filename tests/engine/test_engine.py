@@ -274,3 +274,24 @@ def test_resume_clears_what_a_killed_process_left_half_written(fake, vectors, tm
             output_dir=first.run_dir, plugins=[fake], resume=True)
     assert not any(path.exists() for path in leftovers)
     assert (first.run_dir / ".ftk-run").exists()
+
+
+def test_resume_after_a_kill_between_two_renames_continues(fake, vectors, tmp_path):
+    """Killed while swapping in checkpoints/last: the old one is stepped aside, none in place."""
+    first = run(fake, vectors, tmp_path / "run", epochs=2)
+    checkpoints = first.run_dir / "checkpoints"
+    (checkpoints / "last").rename(checkpoints / ".last.old")
+    resumed = ftk.run(task="fake_vectors", data=vectors["train"], test_data=vectors["test"],
+                      backbone=vectors["backbone"], epochs=3, output_dir=first.run_dir,
+                      plugins=[fake], resume=True)
+    assert history(resumed.run_dir)["epoch"] == [0, 1, 2]
+    assert not (checkpoints / ".last.old").exists()
+
+
+def test_a_signatures_only_savedmodel_is_a_backbone_of_unknown_kind(fake, vectors, tmp_path):
+    from ftk.hub.resolve import resolve_backbone
+
+    first = run(fake, vectors, tmp_path / "run", epochs=1)
+    assert resolve_backbone(str(first.run_dir / "export"), {}).kind == "unknown"
+    # One string is one input, not one per character.
+    assert len(ftk.predict(first.run_dir, "1 0 0 0", plugins=[fake])) == 1

@@ -339,3 +339,27 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "FTK_PLUGINS"}
+
+
+def test_plugin_options_take_zero_as_a_value():
+    from ftk.options import Option, check_given
+
+    assert check_given({"seq_length": 0, "draw": None}, [Option("seq_length", int)], "x") == {
+        "seq_length": 0}
+
+
+def test_a_converter_whose_check_fails_is_named(plugin_module, tmp_path):
+    name = plugin_module('''
+        import ftk
+
+        def claims(path):
+            raise KeyError("config")
+
+        @ftk.hookimpl
+        def ftk_register_converters(register):
+            register(ftk.Converter(name="fragile", description="x", claims=claims,
+                                   convert=lambda checkpoint, output_dir: output_dir))
+    ''')
+    result = ftk_cli("backbones", "convert", tmp_path, tmp_path / "out", "--plugin", name)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Converter 'fragile' of plugin {name!r} failed while checking {tmp_path}" in result.stderr

@@ -129,3 +129,12 @@ def test_a_test_label_unseen_in_training_fails_before_training(tmp_path, embeddi
                    "--backbone", embedding, "--output", tmp_path / "r")
     assert "test.csv: label 'weather' does not occur in the training data" in message
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_jsonl_texts_may_hold_unicode_line_separators(tmp_path):
+    path = tmp_path / "a.jsonl"
+    rows = [{"text": "first\u2028line", "label": "a"}, {"text": "second\u0085one", "label": "b"}]
+    path.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n",
+                    encoding="utf-8")
+    examples = read(path)
+    assert list(examples.inputs) == ["first\u2028line", "second\u0085one"]
