@@ -207,9 +207,11 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
     try:
         data = _safe_yaml(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
+        # Scanner and parser errors carry where and what; others (ours) a message.
+        marked = isinstance(error, yaml.MarkedYAMLError)
+        mark = error.problem_mark if marked else None
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
+        problem = (error.problem if marked else None) or str(error)
         raise ConfigError(f"Malformed YAML in {path}{where}: {problem}.") from None
     if data is None:
         return {}
