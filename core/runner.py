@@ -54,13 +54,14 @@ def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) 
     config = task.config
     # Keras's per-batch timing and config-serialisation warnings are noise here.
     tf.get_logger().setLevel("ERROR")
-    # Seeds make CPU runs repeatable. Op determinism is not forced: it rejects
-    # Hub models whose dropout ops were saved without a seed.
-    keras.utils.set_random_seed(config["train"]["seed"])
-
     inputs = prepare_inputs(task)
     backbone = resolve_backbone(config["backbone"]["handle"] or task.default_backbone,
                                 registry.backbones, preprocessor=config["backbone"]["preprocessor"])
+    # Seeds make CPU runs repeatable. Seeded after the backbone is resolved, so a
+    # first-use pull (whose conversion draws random numbers) gives the same run
+    # as a cached preset. Op determinism is not forced: it rejects Hub models
+    # whose dropout ops were saved without a seed.
+    keras.utils.set_random_seed(config["train"]["seed"])
     parts = build_model(task, backbone, inputs)
     if resume:
         check_same_targets(task, run)
