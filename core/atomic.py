@@ -5,34 +5,56 @@ place. Folders are built in a temporary folder beside their target
 (`building_dir`), which replaces the target only once the block finishes. This
 is the one staging idiom of ftk: run directories, exports, checkpoints,
 converted backbones and unpacked wheels all go through it.
+
+A process holds an advisory lock (`flock`) on each of its staging files and
+folders until it moves or removes them; the kernel drops the lock when the
+process dies. So a staging name nobody holds was left by a killed process,
+and the next write of the same target removes it, while a concurrent
+writer's staging is never touched.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterator
 
 from ftk.errors import FtkError
+
+log = logging.getLogger(__name__)
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so stale staging names are left alone
+    fcntl = None
+
+# Staged paths this process holds, and the descriptor holding each one's lock.
+_HELD: dict[Path, int] = {}
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write to a temp file beside `path`, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    remove_stale_staging(path)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.new-")
+    temp = _claim(Path(temp), os.dup(handle), path)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes files private (0600)
         os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
+    finally:
+        release(temp)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -66,12 +88,14 @@ def building_dir(target: str | Path, marker: str | None = None) -> Iterator[Path
     target = Path(target).resolve()  # so that "." or ".." have a parent and name
     if marker is not None:
         check_replaceable(target, marker)
+    restore_stepped_aside(target)
     staging = staging_dir(target)
     try:
         yield staging
         replace_dir_atomic(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        release(staging)
 
 
 def replace_dir_atomic(staging: Path, target: Path) -> None:
@@ -81,7 +105,7 @@ def replace_dir_atomic(staging: Path, target: Path) -> None:
     aside first, and comes back if the new one cannot be moved in.
     """
     target = Path(target)
-    old = target.with_name(f".{target.name}.old")
+    old = _stepped_aside(target)
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         target.rename(old)
@@ -109,12 +133,85 @@ def check_replaceable(target: Path, marker: str) -> None:
                        "earlier output of this command; choose an empty or new folder.")
 
 
+def restore_stepped_aside(target: Path) -> bool:
+    """Put back the folder `replace_dir_atomic` stepped aside, when its process
+    was killed between its two renames and left no `target`. True if it did."""
+    target, old = Path(target), _stepped_aside(Path(target))
+    if target.exists() or not old.is_dir():
+        return False
+    old.rename(target)
+    log.warning(f"Restored {target} from {old.name}, left by an interrupted write.")
+    return True
+
+
 def staging_dir(target: Path) -> Path:
-    """A new empty folder beside `target`, hidden, for building its replacement."""
+    """A new empty folder beside `target`, hidden, for building its replacement.
+
+    It stays locked by this process until `release`d; stale staging folders of
+    `target` from killed processes are removed first.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    remove_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes folders private (0700)
-    return staging
+    return _claim(staging, os.open(staging, os.O_RDONLY), target)
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging files and folders of `target` that no live process
+    holds: what a killed process left half-written. Returns what was removed."""
+    target = Path(target)
+    if fcntl is None or not target.parent.is_dir():
+        return []
+    removed = []
+    for entry in target.parent.glob(f".{glob_escape(target.name)}.tmp-*"):
+        if entry.resolve() not in _HELD and not _held_elsewhere(entry):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(
+                missing_ok=True)
+            removed.append(entry)
+    if removed:
+        log.info(f"Removed {len(removed)} half-written leftover(s) of {target} from an "
+                 "interrupted process.")
+    return removed
+
+
+def release(path: Path) -> None:
+    """Drop this process's lock on a staged path (after it was moved or removed)."""
+    handle = _HELD.pop(Path(path).resolve(), None)
+    if handle is not None:
+        os.close(handle)
+
+
+def _claim(path: Path, handle: int, target: Path) -> Path:
+    """Lock the new staged `path` through `handle`, then give it the staging
+    name that `remove_stale_staging` looks for: a `.tmp-` name is locked from
+    its first moment, so no cleanup can take a live one for a leftover."""
+    if fcntl is None:
+        os.close(handle)
+        return path
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    named = path.with_name(path.name.replace(f".{target.name}.new-", f".{target.name}.tmp-", 1))
+    path.rename(named)
+    _HELD[named.resolve()] = handle
+    return named
+
+
+def _held_elsewhere(path: Path) -> bool:
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True  # unreadable: not ours to judge
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(handle)  # closing drops the lock just taken
+    return False
+
+
+def _stepped_aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
 
 
 def _umask() -> int:

@@ -20,7 +20,8 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from ftk.atomic import building_dir, replace_dir_atomic, staging_dir, write_bytes_atomic
+from ftk.atomic import (building_dir, release, replace_dir_atomic, restore_stepped_aside,
+                        staging_dir, write_bytes_atomic)
 from ftk.errors import FtkError
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 RUN_MARKER = ".ftk-run"
 CONFIG_FILE = "config.yaml"
 # What `ftk.atomic` leaves behind only when its process is killed mid-write.
-LEFTOVER = re.compile(r"^\..+\.(?:tmp-\w+|old|[a-z0-9_]{8})$")
+LEFTOVER = re.compile(r"^\..+\.(?:(?:tmp|new)-\w+|old|[a-z0-9_]{8})$")
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 
@@ -134,10 +135,7 @@ class RunDirectory:
         the previous one stepped aside (`.last.old`) and none in its place:
         put it back, so resuming continues from it."""
         for name in ("last", "best"):
-            target, aside = self.checkpoints / name, self.checkpoints / f".{name}.old"
-            if not target.exists() and aside.is_dir():
-                aside.rename(target)
-                log.warning(f"Restored {target} from {aside}, left by an interrupted write.")
+            restore_stepped_aside(self.checkpoints / name)
 
     def remove_leftovers(self) -> list[Path]:
         """Delete what a killed process left half-written in the run: staging
@@ -159,12 +157,14 @@ class RunDirectory:
         """Move an --overwrite run into the place of the run it replaces."""
         if self.replaces is not None and self.writes:
             replace_dir_atomic(self.path, self.replaces.resolve())
+            release(self.path)
             self.path, self.replaces = self.replaces, None
 
     def abandon(self) -> None:
         """Drop an unfinished --overwrite run; the run it would replace stays."""
         if self.replaces is not None and self.writes:
             shutil.rmtree(self.path, ignore_errors=True)
+            release(self.path)
 
     # Paths. Folders other writers fill (TensorBoard, tf.data snapshots) are
     # handed out as paths; files are written through the methods below.

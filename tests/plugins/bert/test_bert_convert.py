@@ -321,24 +321,6 @@ def test_refuses_to_replace_unrelated_folder(tiny, tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
-def test_replace_dir_atomic_swaps_whole_folder_or_restores_it(tmp_path, monkeypatch):
-    from ftk.atomic import replace_dir_atomic
-
-    old, new = tmp_path / "out", tmp_path / "staging"
-    for folder, name in ((old, "old.txt"), (new, "new.txt")):
-        folder.mkdir()
-        (folder / name).write_text(name)
-    replace_dir_atomic(new, old)
-    assert [p.name for p in old.iterdir()] == ["new.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
-    # A failed move-in puts the previous folder back.
-    missing = tmp_path / "never-written"
-    with pytest.raises(OSError):
-        replace_dir_atomic(missing, old)
-    assert [p.name for p in old.iterdir()] == ["new.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-
-
 def test_do_lower_case_from_tokenizer_config_or_vocab(tmp_path):
     cased = {t: i for i, t in enumerate(["[PAD]", "Hello", "World", "the"])}
     uncased = {t: i for i, t in enumerate(["[PAD]", "[CLS]", "hello", "##s"])}
