@@ -132,18 +132,20 @@ def load(path: str | Path, *, plugins: Sequence[str] = ()) -> Any:
 
 
 def predict(path: str | Path, inputs: Sequence[str], *, plugins: Sequence[str] = (),
-            **options: Any) -> list[dict]:
+            keep_going: bool = False, **options: Any) -> list[dict]:
     """Predictions for literal inputs or files, as `ftk predict` prints them.
 
-    Keyword options are the task's own `predict_options`; detection's `draw`
-    also writes one image per input into that folder, named after the input.
+    With `keep_going`, a bad input gets `{"error": ...}` in its place and the
+    others are still predicted (see `Predictor.predict`). Keyword options are
+    the task's own `predict_options`; detection's `draw` also writes one image
+    per input into that folder, named after the input.
     """
     from ftk.options import check_given
 
     model = load(path, plugins=plugins)
     given = check_given(options, model.task.predict_options, f"task {model.task.name!r}")
     values = model.task.prediction_inputs([inputs] if isinstance(inputs, str) else list(inputs))
-    predictions = model.predict(values)
+    predictions = model.predict(values, keep_going=keep_going)
     model.task.finish_predictions(values, predictions, **given)
     return predictions
 

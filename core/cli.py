@@ -139,11 +139,21 @@ def evaluate(path: str, data: str, batch_size: int | None, plugins: tuple[str, .
     lambda registry: (task.predict_options for task in registry.tasks.values())))
 @click.argument("path")
 @click.argument("inputs", nargs=-1, required=True)
+@click.option("--keep-going", is_flag=True,
+              help='On a bad input, print {"input": INDEX, "error": ...} in its place and '
+                   "predict the rest (exit status 1 if any failed).")
 @PLUGIN_OPTION
-def predict(path: str, inputs: tuple[str, ...], plugins: tuple[str, ...], **options: Any) -> None:
+def predict(path: str, inputs: tuple[str, ...], keep_going: bool, plugins: tuple[str, ...],
+            **options: Any) -> None:
     """Predict for INPUTS (texts, files or a data file); JSON out. Tasks may
     add options of their own (detection: --draw DIR)."""
-    click.echo(json.dumps(api.predict(path, list(inputs), plugins=plugins, **options), indent=2))
+    predictions = api.predict(path, list(inputs), plugins=plugins, keep_going=keep_going,
+                              **options)
+    click.echo(json.dumps(predictions, indent=2))
+    failed = sum("error" in prediction for prediction in predictions)
+    if failed:
+        raise FtkError(f"{failed} of {len(predictions)} inputs could not be predicted; "
+                       'their entries hold {"input": INDEX, "error": REASON}.')
 
 
 @cli.command()

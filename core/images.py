@@ -8,6 +8,7 @@ export. Pixels are float32 in [0, 1], the tf.hub image convention.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -18,13 +19,18 @@ from ftk.preprocessor import Preprocessor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 DEFAULT_IMAGE_SIZE = 224
+# Decoded as float32 RGB, 40 megapixels take 480 MB: past that an image is far
+# larger than any backbone needs, or a decompression bomb (a small file that
+# declares a huge size). Pillow refuses past its own limit whatever ours is.
+MAX_IMAGE_PIXELS = 40_000_000
+PILLOW_PIXEL_LIMIT = 2 * 89_478_485
 
 # Keys every image task offers, merged into its own defaults.
 IMAGE_CONFIG: dict[str, Any] = {
-    "data": {"skip_bad_files": False},
+    "data": {"skip_bad_files": False, "max_image_pixels": MAX_IMAGE_PIXELS},
     "backbone": {"image_size": None},
 }
-IMAGE_TYPES: dict[str, Any] = {"backbone.image_size": int}
+IMAGE_TYPES: dict[str, Any] = {"backbone.image_size": int, "data.max_image_pixels": int}
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +39,8 @@ def check_image_config(config: Mapping[str, Any]) -> None:
     from ftk.config import require
 
     require(config, "backbone.image_size", lambda v: v is None or v >= 8, "at least 8 (or null)")
+    require(config, "data.max_image_pixels", lambda v: 1 <= v <= PILLOW_PIXEL_LIMIT,
+            f"from 1 to {PILLOW_PIXEL_LIMIT} (Pillow's own limit)")
 
 
 def is_image_file(path: Path) -> bool:
@@ -59,24 +67,43 @@ def resize(images: Any, size: int) -> Any:
     return tf.clip_by_value(resized, 0.0, 1.0)
 
 
-def check_images(paths: Sequence[str], *, skip_bad: bool, source: str) -> list[int]:
+def check_images(paths: Sequence[str], *, skip_bad: bool, source: str,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> list[int]:
     """Indices of `paths` that decode; a bad one is an error unless `skip_bad`.
 
-    Every image is decoded once, in parallel inside tf.data, so a corrupt file
-    is named before training rather than failing an epoch half-way.
+    Every header is read first, and an image declaring more than `max_pixels`
+    is refused before it is decoded. The others are decoded once, in parallel
+    inside tf.data, so a corrupt file is named before training rather than
+    failing an epoch half-way.
     """
     import tensorflow as tf
 
     if not paths:
         return []
+    sizes = {i: declared_size(path) for i, path in enumerate(paths)}
+    huge = [i for i, size in sizes.items() if size and size[0] * size[1] > max_pixels]
+    if huge and not skip_bad:
+        shown = "\n  ".join(f"{paths[i]} ({sizes[i][0]} x {sizes[i][1]})" for i in huge[:5])
+        more = f"\n  ... and {len(huge) - 5} more" if len(huge) > 5 else ""
+        raise DataError(
+            f"{source}: {len(huge)} image(s) declare more than data.max_image_pixels "
+            f"({max_pixels}) pixels, too large to decode safely (a decompression bomb, or a "
+            f"photo far above the backbone's input size):\n  {shown}{more}\nDownscale them, "
+            "raise data.max_image_pixels, or set data.skip_bad_files: true to skip them."
+        )
+    if huge:
+        log.warning(f"Skipped {len(huge)} image(s) over data.max_image_pixels in {source} "
+                    "(data.skip_bad_files).")
 
     def size_of(index: Any, path: Any) -> Any:
         return index, tf.shape(decode_image(tf.io.read_file(path)))[:2]
 
-    dataset = (tf.data.Dataset.from_tensor_slices(list(paths)).enumerate()
-               .map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors())
+    candidates = [i for i in range(len(paths)) if i not in set(huge)]
+    dataset = (tf.data.Dataset.from_tensor_slices(
+        (tf.constant(candidates, tf.int64), tf.constant([paths[i] for i in candidates], tf.string)))
+        .map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors())
     readable = {int(index) for index, shape in dataset.as_numpy_iterator() if min(shape) > 0}
-    bad = [i for i in range(len(paths)) if i not in readable]
+    bad = [i for i in candidates if i not in readable]
     if bad and not skip_bad:
         shown = "\n  ".join(paths[i] for i in bad[:5])
         more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
@@ -90,6 +117,33 @@ def check_images(paths: Sequence[str], *, skip_bad: bool, source: str) -> list[i
     return [i for i in range(len(paths)) if i in readable]
 
 
+def declared_size(path: str) -> tuple[int, int] | None:
+    """The (width, height) an image file's header declares, read without
+    decoding; None when Pillow cannot tell (TensorFlow's decoder then judges).
+    Past Pillow's own limit, a size just above it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with _quiet_pillow(), Image.open(path) as image:
+            return image.size
+    except Image.DecompressionBombError:
+        return PILLOW_PIXEL_LIMIT + 1, 1
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
+@contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Silence Pillow's own decompression-bomb warning: ftk's limit decides."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def image_paths(value: str) -> list[str]:
     """What `ftk predict` means by one argument of an image task: an image
     file, or a folder whose images (searched recursively, sorted) are taken."""
@@ -101,22 +155,34 @@ def image_paths(value: str) -> list[str]:
     raise DataError(f"{value} is not an image file or a folder of images.")
 
 
-def read_image_bytes(path: str | Path) -> bytes:
-    """A file's encoded bytes, with an error naming it when it is missing or
-    is no image (so one bad file among many is named, not a failed batch)."""
+def read_image_bytes(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> bytes:
+    """A file's encoded bytes, with an error naming it when it is missing, is
+    no image or declares more than `max_pixels` (so one bad file among many is
+    named, not a failed batch)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Image file {path} does not exist.")
+    return checked_image(path.read_bytes(), str(path), max_pixels)
+
+
+def checked_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> bytes:
+    """`data` when it is an image of at most `max_pixels`; else a DataError naming `name`."""
     import io
 
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Image file {path} does not exist.")
-    data = path.read_bytes()
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _quiet_pillow(), Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise DataError(f"{name} declares {width} x {height} pixels, more than "
+                                f"data.max_image_pixels ({max_pixels}): too large to decode "
+                                "safely. Downscale it, or raise data.max_image_pixels.")
             image.verify()
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{name} is too large to decode safely ({error}). Downscale it.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path} cannot be read as a JPEG, PNG, BMP or GIF image "
+        raise DataError(f"{name} cannot be read as a JPEG, PNG, BMP or GIF image "
                         f"({type(error).__name__}: {error}). Replace or remove it.") from None
     return data
 
@@ -208,9 +274,11 @@ class ImagePreprocessor(Preprocessor):
         return resize(image, self.size), target
 
 
-def prediction_batches(inputs: Any, batch_size: int) -> Iterator[tuple[str, Any]]:
+def prediction_batches(inputs: Any, batch_size: int,
+                       max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[tuple[str, Any]]:
     """Image tasks' `Task.prediction_batches`: file paths and encoded bytes go
-    in batches to `serving_default`, each array alone to `serving_pixels`."""
+    in batches to `serving_default`, each array alone to `serving_pixels`.
+    Each file or byte string is checked first (`checked_image`)."""
     items = [inputs] if isinstance(inputs, (str, bytes, Path)) else list(inputs)
     start = 0
     while start < len(items):
@@ -221,8 +289,8 @@ def prediction_batches(inputs: Any, batch_size: int) -> Iterator[tuple[str, Any]
         end = start
         while end < len(items) and end - start < batch_size and not isinstance(items[end], np.ndarray):
             end += 1
-        yield "", [item if isinstance(item, bytes) else read_image_bytes(item)
-                   for item in items[start:end]]
+        yield "", [checked_image(item, "An encoded image", max_pixels) if isinstance(item, bytes)
+                   else read_image_bytes(item, max_pixels) for item in items[start:end]]
         start = end
 
 

@@ -56,14 +56,42 @@ class Predictor:
     def space(self) -> Any:
         return self.task.space
 
-    def predict(self, inputs: Sequence[Any], batch_size: int = 64) -> list[dict[str, Any]]:
+    def predict(self, inputs: Sequence[Any], batch_size: int = 64, *,
+                keep_going: bool = False) -> list[dict[str, Any]]:
         """One JSON-ready prediction per input, as the task formats it (labels
         and scores for classification, boxes for detection).
 
         Inputs are what the task takes: texts for text tasks; for image tasks,
         image file paths, encoded image bytes, or arrays `[H, W, 3]` (uint8
         0-255, or floats in [0, 1]).
+
+        A bad input (a corrupt or missing file, say) raises an error naming
+        it. With `keep_going`, its place in the result holds
+        `{"input": INDEX, "error": REASON}` instead, and every other input is
+        still predicted.
         """
+        if not keep_going:
+            return self._predict(inputs, batch_size)
+        import tensorflow as tf
+
+        failures = (FtkError, tf.errors.OpError)
+        items = [inputs] if isinstance(inputs, (str, bytes)) else list(inputs)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            try:
+                results += self._predict(chunk, batch_size)
+                continue
+            except failures:
+                pass
+            for index, item in enumerate(chunk, start):  # find the bad ones, one by one
+                try:
+                    results += self._predict([item], 1)
+                except failures as error:
+                    results.append({"input": index, "error": _reason(error)})
+        return results
+
+    def _predict(self, inputs: Sequence[Any], batch_size: int) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         for outputs in self._run("serve", inputs, batch_size):
             rows = len(next(iter(outputs.values())))
@@ -103,3 +131,12 @@ class Predictor:
         for form, batch in batches:
             call = getattr(self._module, f"{function}_{form}" if form else function)
             yield {key: value.numpy() for key, value in call(tf.constant(batch)).items()}
+
+
+def _reason(error: Exception) -> str:
+    """An input's error for the JSON output: ftk's message, or the first line of TF's."""
+    import tensorflow as tf
+
+    if isinstance(error, tf.errors.OpError):
+        return f"{type(error).__name__}: {(error.message.strip().splitlines() or [''])[0]}"
+    return str(error)

@@ -96,6 +96,20 @@ def write_colour_folder(root: Path, per_class: int, seed: int, classes=COLOURS) 
     return root
 
 
+def png_declaring(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims `width` x `height` pixels: what a
+    decompression bomb looks like before it is decoded."""
+    import io
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    header = b"IHDR" + struct.pack(">II", width, height) + data[24:29]
+    return data[:12] + header + struct.pack(">I", zlib.crc32(header)) + data[33:]
+
+
 def backbone_weights(run_dir, checkpoint="last"):
     """Backbone variables in one of the run's checkpoints, by variable name."""
     import tensorflow as tf

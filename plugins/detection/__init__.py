@@ -54,6 +54,7 @@ class Detection(ftk.Task):
         from ftk.plugins.detection.preprocessor import check_augmentation
 
         config = self.config
+        images.check_image_config(config)
         require(config, "backbone.image_size", lambda v: v is not None and v >= 32,
                 "at least 32 (detection resizes every image to this square)")
         check_augmentation(config["data"]["augmentation"])
@@ -107,7 +108,8 @@ class Detection(ftk.Task):
         return [path for value in values for path in images.image_paths(value)]
 
     def prediction_batches(self, inputs: Any, batch_size: int) -> Any:
-        return images.prediction_batches(inputs, batch_size)
+        return images.prediction_batches(inputs, batch_size, self.config["data"].get(
+            "max_image_pixels", images.MAX_IMAGE_PIXELS))
 
     def write_samples(self, predictor: Any, examples: ftk.Examples, run: ftk.RunDirectory) -> None:
         from ftk.plugins.detection.draw import detection_samples_png
@@ -130,6 +132,8 @@ class Detection(ftk.Task):
         folder.mkdir(parents=True, exist_ok=True)
         stems = [Path(str(value)).stem for value in inputs]
         for index, (value, prediction) in enumerate(zip(inputs, predictions)):
+            if "error" in prediction:
+                continue
             # Inputs from different folders may share a name; each gets its own picture.
             stem = stems[index] if stems.count(stems[index]) == 1 else f"{index:04d}-{stems[index]}"
             target = folder / f"{stem}.png"

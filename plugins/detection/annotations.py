@@ -204,7 +204,7 @@ def read_detection_data(path: str, config: Mapping[str, Any]) -> ftk.Examples:
         examples.labels[0]["boxes"]  # [[12.0, 30.5, 80.0, 96.0], ...]
         ```
     """
-    from ftk.images import check_images
+    from ftk.images import MAX_IMAGE_PIXELS, check_images
     from ftk.plugins.detection import coco, voc
 
     data = config["data"]
@@ -227,6 +227,7 @@ def read_detection_data(path: str, config: Mapping[str, Any]) -> ftk.Examples:
         raise ftk.ConfigError("data.format must be 'auto', 'coco' or 'voc' for detection. "
                               f"Received: data.format={form!r}")
     paths = [str(record.path) for record in records]
-    keep = check_images(paths, skip_bad=bool(data.get("skip_bad_files")), source=str(source))
+    keep = check_images(paths, skip_bad=bool(data.get("skip_bad_files")), source=str(source),
+                        max_pixels=data.get("max_image_pixels", MAX_IMAGE_PIXELS))
     return ftk.Examples([paths[i] for i in keep], [records[i].label() for i in keep],
                         str(source), declared=tuple(classes))

@@ -70,7 +70,8 @@ class ImageClassification(classification.ClassificationTask):
         return prediction_inputs(values, self.config)
 
     def prediction_batches(self, inputs: Any, batch_size: int) -> Any:
-        return images.prediction_batches(inputs, batch_size)
+        return images.prediction_batches(inputs, batch_size, self.config["data"].get(
+            "max_image_pixels", images.MAX_IMAGE_PIXELS))
 
     def demo_data(self, folder: Path) -> dict[str, Path]:
         from ftk.plugins.image_classification.demo import demo_image_data

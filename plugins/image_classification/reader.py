@@ -36,7 +36,8 @@ def read_image_data(path: str, config: Mapping[str, Any]) -> ftk.Examples:
     else:
         raise ftk.DataError(f"{source}: cannot tell the data format. Pass a folder with one "
                             "subfolder of images per class, or a .csv file, or set data.format.")
-    keep = check_images(paths, skip_bad=data["skip_bad_files"], source=str(source))
+    keep = check_images(paths, skip_bad=data["skip_bad_files"], source=str(source),
+                        max_pixels=data["max_image_pixels"])
     return ftk.Examples([paths[i] for i in keep], [labels[i] for i in keep], str(source))
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import ftk
-from helpers import COLOURS, FORMATS, colour_image, ftk_cli, json_out, write_colour_folder
+from helpers import COLOURS, ftk_cli, json_out, png_declaring, write_colour_folder
 
 pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
 
@@ -60,6 +60,34 @@ def test_one_corrupt_image_among_several_is_named(trained, colours, tmp_path):
     result = ftk_cli("predict", str(trained), *map(str, files))
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"{corrupt} cannot be read as a JPEG, PNG, BMP or GIF image" in result.stderr
+
+
+def test_keep_going_puts_each_bad_inputs_error_in_its_place(trained, colours, tmp_path):
+    corrupt, bomb = tmp_path / "broken.png", tmp_path / "bomb.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    bomb.write_bytes(png_declaring(100_000, 100_000))  # 10^10 pixels in 67 bytes
+    files = [colours["test"] / "red" / "red_0.png", corrupt, bomb,
+             colours["test"] / "blue" / "blue_1.jpg"]
+    result = ftk_cli("predict", str(trained), "--keep-going", *map(str, files))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "2 of 4 inputs could not be predicted" in result.stderr
+    predictions = json_out(result)
+    assert [p.get("label") for p in predictions] == ["red", None, None, "blue"]
+    assert [p.get("input") for p in predictions] == [None, 1, 2, None]
+    assert f"{corrupt} cannot be read" in predictions[1]["error"]
+    assert f"{bomb} is too large to decode safely" in predictions[2]["error"]
+    # An argument that names nothing is a mistake in the command: refused up front.
+    result = ftk_cli("predict", str(trained), "--keep-going", str(files[0]), str(tmp_path / "typo"))
+    assert f"{tmp_path / 'typo'} is not an image file or a folder of images" in result.stderr
+
+    # Through the API, bytes are checked the same way.
+    model = ftk.load(trained)
+    limited = model.predict([(colours["test"] / "red" / "red_0.png").read_bytes(),
+                             png_declaring(8000, 6000), tmp_path / "gone.png"], keep_going=True)
+    assert limited[0]["label"] == "red"
+    assert limited[1]["input"] == 1 and limited[1]["error"].startswith(
+        "An encoded image declares 8000 x 6000 pixels, more than data.max_image_pixels (40000000)")
+    assert limited[2] == {"input": 2, "error": f"Image file {tmp_path / 'gone.png'} does not exist."}
 
 
 def test_load_predicts_paths_bytes_and_arrays_alike(trained, colours):
@@ -172,6 +200,27 @@ def test_corrupt_and_non_image_files_are_named_or_skipped(tmp_path, tiny_image):
     assert result.exit_code == 0, result.output
     assert "Skipped 1 unreadable image(s)" in result.output
     assert "Skipped 1 non-image file(s)" in result.output
+
+
+def test_images_declaring_too_many_pixels_are_refused_before_decoding(tmp_path, tiny_image):
+    data = write_colour_folder(tmp_path / "data", 6, seed=4, classes=("red", "blue"))
+    large = data / "red" / "large.png"
+    Image.new("RGB", (120, 100), (220, 30, 30)).save(large)
+    bomb = data / "blue" / "bomb.png"
+    bomb.write_bytes(png_declaring(50_000, 50_000))
+    limit = ("--set", "data.max_image_pixels=10000")
+    output = _cli_error(*_run_args(data, tiny_image, tmp_path / "r1", *limit))
+    assert "2 image(s) declare more than data.max_image_pixels (10000) pixels" in output
+    assert f"{large} (120 x 100)" in output and str(bomb) in output
+    assert not (tmp_path / "r1" / "config.yaml").exists()
+
+    result = ftk_cli(*_run_args(data, tiny_image, tmp_path / "r2", *limit,
+                                "--set", "data.skip_bad_files=true"))
+    assert result.exit_code == 0, result.output
+    assert "Skipped 2 image(s) over data.max_image_pixels" in result.output
+    output = _cli_error(*_run_args(data, tiny_image, tmp_path / "r3",
+                                   "--set", "data.max_image_pixels=0"))
+    assert "data.max_image_pixels must be from 1 to 178956970" in output
 
 
 def test_fixed_size_backbone_sets_the_size_and_refuses_another(tmp_path):
