@@ -80,10 +80,31 @@ def run(
     try:
         result = execute(task, run, registry, resume=resume)
         run.finish()
-    except BaseException:
+    except BaseException as error:
         run.abandon()
+        _raise_if_out_of_space(error, run)
         raise
     return result
+
+
+def _raise_if_out_of_space(error: BaseException, run: Any) -> None:
+    """A write that found no room becomes an error saying what is left and what to do."""
+    from ftk.atomic import storage_failure
+
+    reason = storage_failure(error)
+    if reason is None:
+        return
+    if run.replaces is not None:
+        after = (f"The earlier run in {run.final_path} is unchanged. Free space (or raise the "
+                 "limit) and run the same command again.")
+    elif (run.checkpoints / "last").is_dir():
+        again = ("run the same command again" if run.resume_from is not None
+                 else "add --resume to the same command")
+        after = (f"Every file written before is whole. Free space (or raise the limit) and "
+                 f"{again} to continue from the last saved epoch.")
+    else:
+        after = "Free space (or raise the limit) and run the same command again."
+    raise FtkError(f"Cannot write the run in {run.final_path}: {reason}. {after}") from error
 
 
 def check_run_config(task: Any) -> None:

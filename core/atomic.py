@@ -15,9 +15,11 @@ writer's staging is never touched.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -180,6 +182,38 @@ def release(path: Path) -> None:
     handle = _HELD.pop(Path(path).resolve(), None)
     if handle is not None:
         os.close(handle)
+
+
+# How a full disk, a quota or a file-size limit (ulimit -f) reads in Python's
+# errors and in TensorFlow's, which carry no errno.
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EFBIG: "a file grew past the file-size limit"}
+_STORAGE_MESSAGES = {os.strerror(number): reason for number, reason in _STORAGE_ERRNOS.items()}
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """What ran out when `error` is a write that found no room (a full disk,
+    a quota, a file-size limit), with the file it was writing; else None."""
+    number = getattr(error, "errno", None)
+    if isinstance(error, OSError) and "No usable temporary directory" in str(error):
+        # Python's own probe (TensorFlow's import makes one) could write nowhere.
+        return "no room for a temporary file in any temporary folder"
+    if isinstance(error, OSError) and number in _STORAGE_ERRNOS:
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"{_STORAGE_ERRNOS[number]}{where}"
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
+        # copytree gathers (source, destination, reason) for every file it could not copy.
+        for _, destination, why in error.args[0]:
+            for message, reason in _STORAGE_MESSAGES.items():
+                if message in str(why):
+                    return f"{reason} writing {destination}"
+    text = str(error)
+    for message, reason in _STORAGE_MESSAGES.items():
+        if message in text:
+            # TensorFlow wraps the OS message in its function and op names.
+            line = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", (text.splitlines() or [""])[0]).strip()
+            return f"{reason} ({line})"
+    return None
 
 
 def _claim(path: Path, handle: int, target: Path) -> Path:

@@ -73,8 +73,14 @@ class FtkGroup(click.Group):
         except Exception as error:  # every failure reaches the user as one message
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
+            from ftk.atomic import storage_failure
+
             if isinstance(error, FtkError):
                 click.echo(f"Error: {error}", err=True)
+            elif storage_failure(error):
+                click.echo(f"Error: Out of room: {storage_failure(error)}. Nothing was left "
+                           "half-written; free space (or raise the limit) and run the command "
+                           "again.", err=True)
             else:
                 click.echo(f"Error: {type(error).__name__}: {error}\n"
                            "Run with --debug for the full traceback.", err=True)

@@ -1,7 +1,11 @@
 """Fault tests: a real `ftk run` process is SIGKILLed at points of training,
-checkpoint writing and export, then the same command runs again. The run must
-finish with the metrics of an uninterrupted run (within tolerance), and leave
-no half-written file behind.
+checkpoint writing and export, or runs out of room to write, then the same
+command runs again. The run must finish with the metrics of an uninterrupted
+run (within tolerance), and leave no half-written file behind.
+
+A full disk is simulated with a file-size limit (RLIMIT_FSIZE, `ulimit -f`):
+a write past it fails with EFBIG as one past a full disk fails with ENOSPC,
+and it needs no mount, so it runs wherever the suite does.
 
 The kill points are exact: `tests/faults/pause_at.py` stops the process at a
 named point, and the test kills it there. Which epoch, and for the timed kills
@@ -13,11 +17,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,11 +58,26 @@ def setting(tmp_path_factory) -> dict:
 
 def finish(setting: dict, run_dir: Path, *extra: str) -> dict:
     """Run the command to its end; the run's metrics."""
-    result = subprocess.run([sys.executable, "-m", "ftk.cli", *setting["command"], "--output",
-                             str(run_dir), *extra], env=setting["env"], capture_output=True,
-                            text=True, timeout=300)
+    result = ftk(setting, run_dir, *extra)
     assert result.returncode == 0, result.stderr
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def ftk(setting: dict, run_dir: Path, *extra: str, file_size_limit: int | None = None,
+        command: list[str] | None = None) -> Any:
+    """Run the command (by default the setting's `ftk run` into `run_dir`) in a
+    process whose files cannot grow past `file_size_limit` bytes."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    command = command or [*setting["command"], "--output", str(run_dir)]
+    return subprocess.run([sys.executable, "-m", "ftk.cli", *command, *extra],
+                          env=setting["env"], capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit if file_size_limit is not None else None)
+
+
+def files_of(run_dir: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
 
 
 def kill_at(setting: dict, run_dir: Path, point: str, nth: int, *extra: str,
@@ -123,10 +144,65 @@ def test_a_run_killed_at_any_point_resumes_to_the_same_result(setting, tmp_path,
 def test_an_overwrite_killed_in_its_export_leaves_the_old_run_and_no_staging(setting, tmp_path):
     run_dir = tmp_path / "run"
     finish(setting, run_dir)
-    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    before = files_of(run_dir)
     kill_at(setting, run_dir, "export", 1, "--overwrite")
-    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
+    assert files_of(run_dir) == before
     assert leftovers(run_dir), "the killed process's staging folder is there to clean up"
     metrics = finish(setting, run_dir, "--overwrite")
     assert_whole(run_dir, setting["reference"], metrics)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run", "run.paused"]
+
+
+# Checkpoints of the tiny model are under 3 kB; its export's variables are not.
+EXPORT_DOES_NOT_FIT = 3000
+
+
+def test_a_run_out_of_room_in_its_export_says_so_and_resumes(setting, tmp_path):
+    run_dir = tmp_path / "run"
+    result = ftk(setting, run_dir, file_size_limit=EXPORT_DOES_NOT_FIT)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"Cannot write the run in {run_dir}: a file grew past the file-size limit" \
+        in result.stderr
+    assert "add --resume to the same command" in result.stderr
+    assert leftovers(run_dir) == [] and not (run_dir / "export").exists()
+    metrics = finish(setting, run_dir, "--resume")
+    assert_whole(run_dir, setting["reference"], metrics)
+
+
+def test_an_overwrite_out_of_room_leaves_the_old_run_as_it_was(setting, tmp_path):
+    run_dir = tmp_path / "run"
+    finish(setting, run_dir)
+    before = files_of(run_dir)
+    result = ftk(setting, run_dir, "--overwrite", "--set", "train.seed=2",
+                 file_size_limit=EXPORT_DOES_NOT_FIT)
+    assert result.returncode == 1 and "The earlier run in" in result.stderr
+    assert files_of(run_dir) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("limit, message", [
+    # No room at all: TensorFlow's import cannot even write its probe file.
+    (0, "no room for a temporary file in any temporary folder"),
+    # Room for that probe, not for the run's config.yaml.
+    (100, "a file grew past the file-size limit"),
+])
+def test_a_resume_without_room_leaves_the_run_byte_identical(setting, tmp_path, limit, message):
+    run_dir = tmp_path / "run"
+    finish(setting, run_dir)
+    before = files_of(run_dir)
+    result = ftk(setting, run_dir, "--resume", "--epochs", str(EPOCHS + 2), file_size_limit=limit)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert message in result.stderr and "run the same command again" in result.stderr
+    assert files_of(run_dir) == before and leftovers(run_dir) == []
+
+
+def test_an_export_out_of_room_keeps_the_earlier_export(setting, tmp_path):
+    run_dir, copy = tmp_path / "run", tmp_path / "copy"
+    finish(setting, run_dir)
+    export = ["export", str(run_dir), "--output", str(copy)]
+    assert ftk(setting, run_dir, command=export).returncode == 0
+    before = files_of(copy)
+    result = ftk(setting, run_dir, file_size_limit=EXPORT_DOES_NOT_FIT, command=export)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Error: Out of room: a file grew past the file-size limit writing" in result.stderr
+    assert files_of(copy) == before and leftovers(copy) == []
