@@ -19,7 +19,6 @@ import errno
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterator
 
-from ftk.errors import FtkError
+from ftk.errors import FtkError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +209,7 @@ def storage_failure(error: BaseException) -> str | None:
     text = str(error)
     for message, reason in _STORAGE_MESSAGES.items():
         if message in text:
-            # TensorFlow wraps the OS message in its function and op names.
-            line = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", (text.splitlines() or [""])[0]).strip()
-            return f"{reason} ({line})"
+            return f"{reason} ({first_line(error)})"
     return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class FtkError(Exception):
     """A problem with the user's input, config, data or environment.
@@ -21,3 +23,12 @@ class DataError(FtkError):
 
 class PluginError(FtkError):
     """A plugin that failed to import or to register, or a duplicate name."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, without the function and op
+    names TensorFlow wraps around the reason ("{{function_node ...}}",
+    "[Op:DecodeImage]"), for quoting in an ftk error."""
+    text = getattr(error, "message", None) or str(error)
+    line = (text.strip().splitlines() or [""])[0]
+    return re.sub(r"\{\{.*?\}\}|\[Op:\w+\](\s*name:\s*\S*)?", "", line).strip()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ftk.errors import ConfigError, DataError, FtkError
+from ftk.errors import ConfigError, DataError, FtkError, first_line
 from ftk.preprocessor import Preprocessor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -114,6 +114,9 @@ def check_images(paths: Sequence[str], *, skip_bad: bool, source: str,
         )
     if bad:
         log.warning(f"Skipped {len(bad)} unreadable image(s) in {source} (data.skip_bad_files).")
+    if not readable:
+        raise DataError(f"{source}: none of its {len(paths)} image(s) can be used ({len(bad)} "
+                        f"cannot be decoded, {len(huge)} are too large). Check the data.")
     return [i for i in range(len(paths)) if i in readable]
 
 
@@ -166,24 +169,35 @@ def read_image_bytes(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> by
 
 
 def checked_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> bytes:
-    """`data` when it is an image of at most `max_pixels`; else a DataError naming `name`."""
+    """`data` when it is an image of at most `max_pixels` that TensorFlow
+    decodes; else a DataError naming `name`.
+
+    The size comes from the header (Pillow), before anything is decoded. The
+    decoding check is TensorFlow's own decoder, the one the export runs:
+    Pillow accepts some truncated files that it refuses.
+    """
     import io
 
+    import tensorflow as tf
     from PIL import Image, UnidentifiedImageError
 
     try:
         with _quiet_pillow(), Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            if width * height > max_pixels:
-                raise DataError(f"{name} declares {width} x {height} pixels, more than "
-                                f"data.max_image_pixels ({max_pixels}): too large to decode "
-                                "safely. Downscale it, or raise data.max_image_pixels.")
-            image.verify()
     except Image.DecompressionBombError as error:
         raise DataError(f"{name} is too large to decode safely ({error}). Downscale it.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{name} cannot be read as a JPEG, PNG, BMP or GIF image "
+        raise DataError(f"{name} cannot be decoded as a JPEG, PNG, BMP or GIF image "
                         f"({type(error).__name__}: {error}). Replace or remove it.") from None
+    if width * height > max_pixels:
+        raise DataError(f"{name} declares {width} x {height} pixels, more than "
+                        f"data.max_image_pixels ({max_pixels}): too large to decode safely. "
+                        "Downscale it, or raise data.max_image_pixels.")
+    try:
+        decode_image(tf.constant(data))
+    except tf.errors.OpError as error:
+        raise DataError(f"{name} cannot be decoded as a JPEG, PNG, BMP or GIF image "
+                        f"({first_line(error)}). Replace or remove it.") from None
     return data
 
 

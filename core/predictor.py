@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ftk.errors import FtkError
+from ftk.errors import FtkError, first_line
 from ftk.serving import read_metadata
 
 
@@ -135,8 +135,6 @@ class Predictor:
 
 def _reason(error: Exception) -> str:
     """An input's error for the JSON output: ftk's message, or the first line of TF's."""
-    import tensorflow as tf
-
-    if isinstance(error, tf.errors.OpError):
-        return f"{type(error).__name__}: {(error.message.strip().splitlines() or [''])[0]}"
-    return str(error)
+    if isinstance(error, FtkError):
+        return str(error)
+    return f"{type(error).__name__}: {first_line(error)}"

@@ -59,7 +59,7 @@ def test_one_corrupt_image_among_several_is_named(trained, colours, tmp_path):
     files = [colours["test"] / "red" / "red_0.png", corrupt, colours["test"] / "blue" / "blue_1.jpg"]
     result = ftk_cli("predict", str(trained), *map(str, files))
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"{corrupt} cannot be read as a JPEG, PNG, BMP or GIF image" in result.stderr
+    assert f"{corrupt} cannot be decoded as a JPEG, PNG, BMP or GIF image" in result.stderr
 
 
 def test_keep_going_puts_each_bad_inputs_error_in_its_place(trained, colours, tmp_path):
@@ -74,7 +74,7 @@ def test_keep_going_puts_each_bad_inputs_error_in_its_place(trained, colours, tm
     predictions = json_out(result)
     assert [p.get("label") for p in predictions] == ["red", None, None, "blue"]
     assert [p.get("input") for p in predictions] == [None, 1, 2, None]
-    assert f"{corrupt} cannot be read" in predictions[1]["error"]
+    assert f"{corrupt} cannot be decoded" in predictions[1]["error"]
     assert f"{bomb} is too large to decode safely" in predictions[2]["error"]
     # An argument that names nothing is a mistake in the command: refused up front.
     result = ftk_cli("predict", str(trained), "--keep-going", str(files[0]), str(tmp_path / "typo"))
