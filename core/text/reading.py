@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -23,6 +24,9 @@ from typing import Any, Iterator, Mapping
 from ftk.errors import DataError
 
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+# What DictReader puts in the columns a short row lacks.
+_ABSENT = object()
+log = logging.getLogger(__name__)
 
 
 def detect_format(path: Path) -> str:
@@ -52,9 +56,13 @@ def read_utf8(path: Path) -> str:
         ) from None
 
 
-def read_rows(path: str | Path, columns: Mapping[str, str],
-              kind: str = "auto") -> Iterator[tuple[str, dict[str, Any]]]:
+def read_rows(path: str | Path, columns: Mapping[str, str], kind: str = "auto", *,
+              skip_bad: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
     """The rows of a CSV, TSV or JSONL file, with where each comes from.
+
+    A row that does not fit (more or fewer fields than the header, a JSONL
+    line that is no object or lacks a key) is an error naming file and line;
+    it is never read with its fields shifted.
 
     Args:
         path: the file.
@@ -62,6 +70,9 @@ def read_rows(path: str | Path, columns: Mapping[str, str],
             each row gives the value of each column under its config key. A
             missing column is an error naming the key to set (`data.KEY`).
         kind: `csv`, `tsv`, `jsonl`, or `auto` (from the suffix).
+        skip_bad: skip rows that do not fit instead, and log how many (a
+            task's `data.skip_bad_rows`). A file that cannot be parsed at all
+            (no header column, a broken quote) is still an error.
 
     Yields:
         `(where, row)`: `where` is `"PATH line N"` for messages.
@@ -70,11 +81,22 @@ def read_rows(path: str | Path, columns: Mapping[str, str],
     kind = detect_format(path) if kind == "auto" else kind
     text = read_utf8(path)
     if kind == "jsonl":
-        yield from _jsonl_rows(path, text, columns)
+        rows = _jsonl_rows(path, text, columns)
     elif kind in ("csv", "tsv"):
-        yield from _table_rows(path, text, columns, "\t" if kind == "tsv" else ",")
+        rows = _table_rows(path, text, columns, "\t" if kind == "tsv" else ",")
     else:
         raise DataError(f"{path}: format {kind!r} is not a text table; use csv, tsv or jsonl.")
+    skipped: list[str] = []
+    for where, row in rows:
+        if isinstance(row, str):  # a row that does not fit: its problem
+            if not skip_bad:
+                raise DataError(f"{where}: {row}")
+            skipped.append(where)
+            continue
+        yield where, row
+    if skipped:
+        log.warning(f"Skipped {len(skipped)} malformed row(s) of {path} (data.skip_bad_rows), "
+                    f"first at {skipped[0].removeprefix(f'{path} ')}.")
 
 
 def read_column(path: str | Path, column: str) -> list[Any]:
@@ -98,11 +120,16 @@ def prediction_texts(values: list[str], column: str) -> list[str]:
     return texts
 
 
+# The readers below yield `(where, row)` for a row that fits and `(where,
+# problem)` for one that does not; `read_rows` raises or skips the latter.
 def _table_rows(path: Path, text: str, columns: Mapping[str, str],
-                delimiter: str) -> Iterator[tuple[str, dict[str, Any]]]:
+                delimiter: str) -> Iterator[tuple[str, Any]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    # newline="" lets the csv module see quoted line breaks and lone carriage returns.
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # newline="" lets the csv module see quoted line breaks and lone carriage returns;
+    # strict makes a quote never closed (which would swallow the rest of the file
+    # into one field) or text after a closing quote an error rather than a guess.
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, restval=_ABSENT,
+                            strict=True)
     try:
         header = reader.fieldnames or []
         for key, column in columns.items():
@@ -114,16 +141,20 @@ def _table_rows(path: Path, text: str, columns: Mapping[str, str],
         for row in reader:
             where = f"{path} line {reader.line_num}"
             if None in row:
-                raise DataError(f"{where}: more fields than the header has columns. Quote fields "
-                                "that hold the delimiter.")
-            yield where, {key: row[column] for key, column in columns.items()}
+                yield where, ("more fields than the header has columns. Quote fields that "
+                              "hold the delimiter, or set data.skip_bad_rows: true to skip such rows.")
+            elif _ABSENT in row.values():
+                yield where, (f"{sum(v is not _ABSENT for v in row.values())} field(s), but the "
+                              f"header has {len(header)} columns. Fill in the row, or set "
+                              "data.skip_bad_rows: true to skip such rows.")
+            else:
+                yield where, {key: row[column] for key, column in columns.items()}
     except csv.Error as error:
         raise DataError(f"{path} line {reader.line_num}: malformed table ({error}). Fix the row, "
                         "or save the file as CSV/TSV again.") from None
 
 
-def _jsonl_rows(path: Path, text: str,
-                columns: Mapping[str, str]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _jsonl_rows(path: Path, text: str, columns: Mapping[str, str]) -> Iterator[tuple[str, Any]]:
     # Only "\n" ends a JSON line: str.splitlines would also cut at U+2028 and others,
     # which JSON strings may hold raw.
     for number, line in enumerate(text.split("\n"), start=1):
@@ -133,13 +164,15 @@ def _jsonl_rows(path: Path, text: str,
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DataError(f"{where}: invalid JSON ({error.msg}). Each line must be one object.") from None
+            yield where, f"invalid JSON ({error.msg}). Each line must be one object."
+            continue
         if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object. Received: {type(record).__name__}")
-        for key, column in columns.items():
-            if column not in record:
-                raise DataError(
-                    f"{where}: no key {column!r} (keys: {', '.join(record) or 'none'}). "
-                    f"Set data.{key} to the key that holds the {key.removesuffix('_column')}."
-                )
+            yield where, f"expected a JSON object. Received: {type(record).__name__}"
+            continue
+        absent = [(key, column) for key, column in columns.items() if column not in record]
+        if absent:
+            key, column = absent[0]
+            yield where, (f"no key {column!r} (keys: {', '.join(record) or 'none'}). Set "
+                          f"data.{key} to the key that holds the {key.removesuffix('_column')}.")
+            continue
         yield where, {key: record[column] for key, column in columns.items()}

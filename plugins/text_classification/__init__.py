@@ -24,7 +24,7 @@ class TextClassification(classification.ClassificationTask):
     loss_name = "cross-entropy (label smoothing, class weights)"
     defaults = merged(classification.CLASSIFICATION_CONFIG, {
         "data": {"text_column": "text", "label_column": "label", "multi_label": False,
-                 "label_delimiter": "|"},
+                 "label_delimiter": "|", "skip_bad_rows": False},
         "backbone": {"max_seq_length": 128},
         "head": {"pooling": "auto"},
         # A frozen encoder's features suit a fast head learning rate; the backbone,

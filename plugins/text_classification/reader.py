@@ -15,7 +15,8 @@ def read_text_data(path: str, config: Mapping[str, Any]) -> ftk.Examples:
     Args:
         path: a CSV/TSV/JSONL file or a folder with one subfolder per class.
         config: the run config (`data.format`, `data.text_column`,
-            `data.label_column`, `data.multi_label`, `data.label_delimiter`).
+            `data.label_column`, `data.multi_label`, `data.label_delimiter`,
+            `data.skip_bad_rows`).
 
     Raises:
         ftk.DataError: naming the file and line of the first bad row.
@@ -28,7 +29,8 @@ def read_text_data(path: str, config: Mapping[str, Any]) -> ftk.Examples:
     else:
         columns = {"text_column": data["text_column"], "label_column": data["label_column"]}
         rows = ((where, row["text_column"], row["label_column"])
-                for where, row in reading.read_rows(source, columns, kind))
+                for where, row in reading.read_rows(source, columns, kind,
+                                                    skip_bad=data["skip_bad_rows"]))
     texts, labels = [], []
     for where, text_value, label_value in rows:
         if not isinstance(text_value, str) or not text_value.strip():

@@ -58,6 +58,32 @@ def test_bad_csv_rows_are_named_by_line(tmp_path, content, message):
         read(tmp_path / "a.csv")
 
 
+@pytest.mark.parametrize("content, message", [
+    ("text,label\nfine,a\ngood,b,c\n", "line 3: more fields than the header has columns"),
+    ("text,label,source\nfine,a,web\nshort row,b\n", "line 3: 2 field(s), but the header has 3"),
+])
+def test_a_row_that_does_not_fit_the_header_is_never_read_shifted(tmp_path, content, message):
+    (tmp_path / "a.csv").write_text(content)
+    with pytest.raises(ftk.DataError, match=re.escape(message) + ".*data.skip_bad_rows"):
+        read(tmp_path / "a.csv")
+
+
+def test_skip_bad_rows_skips_and_counts_what_does_not_fit(tmp_path, caplog):
+    (tmp_path / "a.csv").write_text("text,label\nfine,a\ntoo,many,fields\nalone\nok,b\n")
+    (tmp_path / "a.jsonl").write_text('{"text": "fine", "label": "a"}\n{"text": "broken"\n'
+                                      '[1, 2]\n{"body": "x"}\n{"text": "ok", "label": "b"}\n')
+    for name, first in (("a.csv", 3), ("a.jsonl", 2)):
+        caplog.clear()
+        examples = read(tmp_path / name, skip_bad_rows=True)
+        assert list(zip(examples.inputs, examples.targets)) == [("fine", "a"), ("ok", "b")]
+        assert f"Skipped {5 - 2 if name == 'a.jsonl' else 2} malformed row(s) of " \
+               f"{tmp_path / name} (data.skip_bad_rows), first at line {first}." in caplog.text
+    # A file that cannot be parsed at all is an error even so.
+    (tmp_path / "b.csv").write_text('text,label\n"never closed,a\n')
+    with pytest.raises(ftk.DataError, match="b.csv line"):
+        read(tmp_path / "b.csv", skip_bad_rows=True)
+
+
 def test_non_utf8_bytes_are_named_by_line(tmp_path):
     (tmp_path / "a.csv").write_bytes(b"text,label\nfine,a\ncaf\xe9,b\n")
     with pytest.raises(ftk.DataError, match=r"a.csv line 3: bytes that are not UTF-8.*Save the file as UTF-8"):
