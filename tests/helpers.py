@@ -222,3 +222,37 @@ def Head(mean, std):
 def ftk_register_tasks(register):
     register(FakeTask)
 '''
+
+
+def loopback_hub(status: int, max_requests: int = 20) -> Any:
+    """A context manager serving HTTP `status` to every request on a free
+    127.0.0.1 port, at most `max_requests` of them; yields its base URL and
+    stops the server on exit."""
+    import http.server
+    import threading
+    from contextlib import contextmanager
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.server.requests += 1  # type: ignore[attr-defined]
+            self.send_response(status if self.server.requests <= max_requests else 503)  # type: ignore[attr-defined]
+            self.end_headers()
+            self.wfile.write(b"no model here")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    @contextmanager
+    def serving() -> Any:
+        server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        server.requests = 0  # type: ignore[attr-defined]
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
+    return serving()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import shutil
+import socket
+import urllib.error
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -11,10 +17,11 @@ from typing import Any, Iterator, Mapping
 
 from ftk.atomic import building_dir
 from ftk.backbone import Backbone
-from ftk.errors import FtkError
+from ftk.errors import FtkError, first_line
 from ftk.paths import backbone_cache_dir
 
 METADATA_FILE = "backbone.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,22 +62,69 @@ class LoadedBackbone:
 def loading(handle: str) -> Iterator[None]:
     """Turn a failure to fetch or load a SavedModel into an error naming the
     handle and saying what to do."""
+    if "://" in handle:
+        clear_stale_download(handle)
     try:
         yield
     except FtkError:
         raise
     except Exception as error:  # noqa: BLE001 - urllib, OSError, TF's own errors alike
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if "://" in handle:
-            advice = ("Without network: download it where there is network and pass the "
-                      "folder (--backbone PATH), point TFHUB_CACHE_DIR at a cache that holds "
-                      "it, or use an offline preset (`ftk backbones list`). A half-downloaded "
-                      "cache folder can be deleted from TFHUB_CACHE_DIR to fetch it again.")
-        else:
-            advice = ("Check that the folder holds a complete SavedModel (saved_model.pb and "
-                      "variables/), or convert the checkpoint again.")
-        raise FtkError(f"Cannot load backbone {handle}: {type(error).__name__}: {reason}. "
-                       f"{advice}") from error
+        raise FtkError(f"Cannot load backbone {handle}: {type(error).__name__}: "
+                       f"{first_line(error)}. {_advice(handle, error)}") from error
+
+
+def _advice(handle: str, error: Exception) -> str:
+    status = getattr(error, "code", None) if isinstance(error, urllib.error.HTTPError) else None
+    if status == 404:
+        return ("The hub has no model at that address: check the handle's spelling and "
+                "version, or pick a preset (`ftk backbones list`).")
+    if status in (401, 403):
+        return ("The hub refused access: the model may need a login or an accepted licence. "
+                "Download it where you have access and pass the folder (--backbone PATH).")
+    if "://" not in handle:
+        return ("Check that the folder holds a complete SavedModel (saved_model.pb and "
+                "variables/), or convert the checkpoint again.")
+    cached = hub_cache_folder(handle)
+    if cached.is_dir():
+        return (f"Its cached copy {cached} may be incomplete (an interrupted download or "
+                "copy): delete that folder to fetch it again.")
+    return ("Without network: download it where there is network and pass the folder "
+            "(--backbone PATH), point TFHUB_CACHE_DIR at a cache that holds it, or use an "
+            "offline preset (`ftk backbones list`).")
+
+
+def hub_cache_folder(handle: str) -> Path:
+    """Where tensorflow_hub caches `handle`: TFHUB_CACHE_DIR (or its temp
+    default) / the handle's SHA-1, as tensorflow_hub lays its cache out."""
+    from tensorflow_hub import resolver
+
+    return Path(resolver.tfhub_cache_dir(use_temp=True)) / hashlib.sha1(
+        handle.encode("utf8")).hexdigest()
+
+
+def clear_stale_download(handle: str) -> None:
+    """Remove the lock and partial download a killed process left in the hub
+    cache; tensorflow_hub would otherwise wait ten minutes for it to move.
+
+    A lock reads HOST.PID.ID; only a lock of this host whose process is gone
+    is stale.
+    """
+    folder = hub_cache_folder(handle)
+    lock = folder.with_name(folder.name + ".lock")
+    try:
+        host, pid, task = lock.read_text(encoding="utf-8").strip().rsplit(".", 2)
+        if host != socket.gethostname():
+            return
+        os.kill(int(pid), 0)
+        return  # that process still runs
+    except ProcessLookupError:
+        pass  # stale
+    except (OSError, ValueError):
+        return  # no lock, an unreadable one, or a process not ours to judge
+    shutil.rmtree(folder.with_name(f"{folder.name}.{task}.tmp"), ignore_errors=True)
+    lock.unlink(missing_ok=True)
+    log.warning(f"Removed the partial download of {handle} that an interrupted process left "
+                f"in {folder.parent}; fetching it again.")
 
 
 def is_pulled(name: str) -> bool:
