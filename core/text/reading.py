@@ -45,7 +45,12 @@ def detect_format(path: Path) -> str:
 
 def read_utf8(path: Path) -> str:
     """A file's text; bytes that are not UTF-8 are an error naming the line."""
-    raw = Path(path).read_bytes()
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:  # missing, a folder, a dangling link or a symlink loop
+        reason = error.strerror or type(error).__name__
+        raise DataError(f"Cannot read {path}: {reason}. Replace it with a text file, or remove "
+                        "it.") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -71,6 +71,50 @@ def test_any_text_file_reads_or_is_a_data_error(tmp_path, raw, suffix):
     assert len(examples.inputs) == len(examples.targets)
 
 
+names = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+                min_size=1, max_size=10).filter(lambda name: name not in (".", ".."))
+
+
+@EXAMPLES
+@given(st.lists(st.tuples(names, names, st.sampled_from(["text", "bytes", "loop", "dangling",
+                                                         "folder", "up"]),
+                          st.binary(max_size=60)), min_size=1, max_size=8))
+def test_any_text_class_folder_tree_reads_or_is_a_data_error(entries):
+    """Odd names, any bytes, a .txt that is a folder, symlink loops and links out."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "data"
+        root.mkdir()
+        for class_name, name, kind, content in entries:
+            folder = root / class_name
+            if folder.exists() and not folder.is_dir():
+                continue
+            folder.mkdir(exist_ok=True)
+            path = folder / f"{name}.txt"
+            if path.exists() or path.is_symlink():
+                continue
+            if kind == "text":
+                path.write_text(content.decode("latin-1"), encoding="utf-8")
+            elif kind == "bytes":
+                path.write_bytes(content)
+            elif kind == "loop":
+                path.symlink_to(path.name)
+            elif kind == "dangling":
+                path.symlink_to(folder / "nowhere")
+            elif kind == "folder":
+                path.mkdir()
+            else:
+                path.symlink_to("..")
+        try:
+            examples = read_text_data(str(root), config_lib.default_config(
+                TextClassification.defaults))
+        except ftk.DataError:
+            return
+        assert len(examples.inputs) == len(examples.targets) > 0
+
+
 @EXAMPLES
 @given(json_values)
 def test_any_coco_document_reads_or_is_a_data_error(tmp_path, document):
