@@ -98,12 +98,11 @@ def _raise_if_out_of_space(error: BaseException, run: Any) -> None:
         after = (f"The earlier run in {run.final_path} is unchanged. Free space (or raise the "
                  "limit) and run the same command again.")
     elif (run.checkpoints / "last").is_dir():
-        again = ("run the same command again" if run.resume_from is not None
-                 else "add --resume to the same command")
-        after = (f"Every file written before is whole. Free space (or raise the limit) and "
-                 f"{again} to continue from the last saved epoch.")
+        after = ("Every checkpoint written before is whole. Free space (or raise the limit) "
+                 f"and continue with --resume --output {run.final_path}.")
     else:
-        after = "Free space (or raise the limit) and run the same command again."
+        after = ("Free space (or raise the limit) and start again with --overwrite "
+                 f"--output {run.final_path}.")
     raise FtkError(f"Cannot write the run in {run.final_path}: {reason}. {after}") from error
 
 

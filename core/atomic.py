@@ -45,9 +45,10 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(path)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.new-")
-    temp = _claim(Path(temp), os.dup(handle), path)
+    temp = Path(temp)
     try:
         with os.fdopen(handle, "wb") as stream:
+            temp = _claim(temp, lambda: os.dup(stream.fileno()), path)
             stream.write(data)
         os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes files private (0600)
         os.replace(temp, path)
@@ -107,16 +108,17 @@ def replace_dir_atomic(staging: Path, target: Path) -> None:
     """
     target = Path(target)
     old = _stepped_aside(target)
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    try:
-        Path(staging).rename(target)
-    except OSError:
-        if old.exists():
-            old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    with _swapping(target.parent):
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            target.rename(old)
+        try:
+            Path(staging).rename(target)
+        except OSError:
+            if old.exists():
+                old.rename(target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_replaceable(target: Path, marker: str) -> None:
@@ -140,7 +142,10 @@ def restore_stepped_aside(target: Path) -> bool:
     target, old = Path(target), _stepped_aside(Path(target))
     if target.exists() or not old.is_dir():
         return False
-    old.rename(target)
+    with _swapping(target.parent):
+        if target.exists() or not old.is_dir():  # another process's swap, now done
+            return False
+        old.rename(target)
     log.warning(f"Restored {target} from {old.name}, left by an interrupted write.")
     return True
 
@@ -154,8 +159,12 @@ def staging_dir(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes folders private (0700)
-    return _claim(staging, os.open(staging, os.O_RDONLY), target)
+    try:
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes folders private (0700)
+        return _claim(staging, lambda: os.open(staging, os.O_RDONLY), target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def remove_stale_staging(target: Path) -> list[Path]:
@@ -193,6 +202,8 @@ _STORAGE_MESSAGES = {os.strerror(number): reason for number, reason in _STORAGE_
 def storage_failure(error: BaseException) -> str | None:
     """What ran out when `error` is a write that found no room (a full disk,
     a quota, a file-size limit), with the file it was writing; else None."""
+    if isinstance(error, FtkError):
+        return None
     number = getattr(error, "errno", None)
     if isinstance(error, OSError) and "No usable temporary directory" in str(error):
         # Python's own probe (TensorFlow's import makes one) could write nowhere.
@@ -206,25 +217,60 @@ def storage_failure(error: BaseException) -> str | None:
             for message, reason in _STORAGE_MESSAGES.items():
                 if message in str(why):
                     return f"{reason} writing {destination}"
-    text = str(error)
+    # TensorFlow's errors carry the OS message in their text only.
+    native = type(error).__module__.startswith("tensorflow") or (
+        isinstance(error, OSError) and number is None)
     for message, reason in _STORAGE_MESSAGES.items():
-        if message in text:
+        if native and message in str(error):
             return f"{reason} ({first_line(error)})"
     return None
 
 
-def _claim(path: Path, handle: int, target: Path) -> Path:
-    """Lock the new staged `path` through `handle`, then give it the staging
-    name that `remove_stale_staging` looks for: a `.tmp-` name is locked from
-    its first moment, so no cleanup can take a live one for a leftover."""
+def _claim(path: Path, open_handle: Any, target: Path) -> Path:
+    """Lock the new staged `path` through a descriptor from `open_handle`,
+    then give it the staging name that `remove_stale_staging` looks for: a
+    `.tmp-` name is locked from its first moment, so no cleanup can take a
+    live one for a leftover. Where locks are unavailable (Windows, or a file
+    system without flock) the path keeps its `.new-` name, which no cleanup
+    touches."""
     if fcntl is None:
-        os.close(handle)
         return path
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    handle = open_handle()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(handle)
+        log.debug(f"No lock on {path} ({error}); it is not cleaned up if this process dies.")
+        return path
     named = path.with_name(path.name.replace(f".{target.name}.new-", f".{target.name}.tmp-", 1))
-    path.rename(named)
+    try:
+        path.rename(named)
+    except BaseException:
+        os.close(handle)
+        raise
     _HELD[named.resolve()] = handle
     return named
+
+
+@contextmanager
+def _swapping(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s lock while one process swaps a folder in it, so that no
+    other process restores or removes a stepped-aside `.NAME.old` mid-swap."""
+    handle = None
+    # A folder this process stages is locked already, and only it writes there.
+    if fcntl is not None and Path(folder).resolve() not in _HELD:
+        try:
+            handle = os.open(folder, os.O_RDONLY)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            if handle is not None:
+                os.close(handle)
+            handle = None  # no lock here: swaps are not serialised
+    try:
+        yield
+    finally:
+        if handle is not None:
+            os.close(handle)
 
 
 def _held_elsewhere(path: Path) -> bool:

@@ -77,10 +77,9 @@ class FtkGroup(click.Group):
 
             if isinstance(error, FtkError):
                 click.echo(f"Error: {error}", err=True)
-            elif storage_failure(error):
-                click.echo(f"Error: Out of room: {storage_failure(error)}. Nothing was left "
-                           "half-written; free space (or raise the limit) and run the command "
-                           "again.", err=True)
+            elif reason := storage_failure(error):
+                click.echo(f"Error: Out of room: {reason}. Free space (or raise the limit) "
+                           "and run the command again.", err=True)
             else:
                 click.echo(f"Error: {type(error).__name__}: {error}\n"
                            "Run with --debug for the full traceback.", err=True)

@@ -31,4 +31,5 @@ def first_line(error: BaseException) -> str:
     "[Op:DecodeImage]"), for quoting in an ftk error."""
     text = getattr(error, "message", None) or str(error)
     line = (text.strip().splitlines() or [""])[0]
-    return re.sub(r"\{\{.*?\}\}|\[Op:\w+\](\s*name:\s*\S*)?", "", line).strip()
+    line = re.sub(r"\{\{.*?\}\}|\[Op:\w+\](\s*name:\s*\S*)?", "", line).strip()
+    return line or type(error).__name__

@@ -16,6 +16,7 @@ import numpy as np
 
 from ftk.errors import ConfigError, DataError, FtkError, first_line
 from ftk.preprocessor import Preprocessor
+from ftk.task import input_list
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 DEFAULT_IMAGE_SIZE = 224
@@ -83,7 +84,7 @@ def check_images(paths: Sequence[str], *, skip_bad: bool, source: str,
     sizes = {i: declared_size(path) for i, path in enumerate(paths)}
     huge = [i for i, size in sizes.items() if size and size[0] * size[1] > max_pixels]
     if huge and not skip_bad:
-        shown = "\n  ".join(f"{paths[i]} ({sizes[i][0]} x {sizes[i][1]})" for i in huge[:5])
+        shown = "\n  ".join(f"{paths[i]} ({_size_text(sizes[i])})" for i in huge[:5])
         more = f"\n  ... and {len(huge) - 5} more" if len(huge) > 5 else ""
         raise DataError(
             f"{source}: {len(huge)} image(s) declare more than data.max_image_pixels "
@@ -120,17 +121,27 @@ def check_images(paths: Sequence[str], *, skip_bad: bool, source: str,
     return [i for i in range(len(paths)) if i in readable]
 
 
+def _size_text(size: tuple[int, int]) -> str:
+    if size == _BEYOND_PILLOW:
+        return f"more than {PILLOW_PIXEL_LIMIT} pixels, Pillow's own limit"
+    return f"{size[0]} x {size[1]}"
+
+
+# What `declared_size` says of a header past Pillow's limit (which hides the size).
+_BEYOND_PILLOW = (PILLOW_PIXEL_LIMIT + 1, 1)
+
+
 def declared_size(path: str) -> tuple[int, int] | None:
     """The (width, height) an image file's header declares, read without
     decoding; None when Pillow cannot tell (TensorFlow's decoder then judges).
-    Past Pillow's own limit, a size just above it."""
+    Past Pillow's own limit, `_BEYOND_PILLOW`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with _quiet_pillow(), Image.open(path) as image:
             return image.size
     except Image.DecompressionBombError:
-        return PILLOW_PIXEL_LIMIT + 1, 1
+        return _BEYOND_PILLOW
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
 
@@ -165,7 +176,11 @@ def read_image_bytes(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> by
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Image file {path} does not exist.")
-    return checked_image(path.read_bytes(), str(path), max_pixels)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"Cannot read image file {path}: {error.strerror or error}.") from None
+    return checked_image(data, str(path), max_pixels)
 
 
 def checked_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> bytes:
@@ -293,7 +308,7 @@ def prediction_batches(inputs: Any, batch_size: int,
     """Image tasks' `Task.prediction_batches`: file paths and encoded bytes go
     in batches to `serving_default`, each array alone to `serving_pixels`.
     Each file or byte string is checked first (`checked_image`)."""
-    items = [inputs] if isinstance(inputs, (str, bytes, Path)) else list(inputs)
+    items = input_list(inputs)
     start = 0
     while start < len(items):
         if isinstance(items[start], np.ndarray):

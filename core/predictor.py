@@ -9,6 +9,7 @@ import numpy as np
 
 from ftk.errors import FtkError, first_line
 from ftk.serving import read_metadata
+from ftk.task import input_list
 
 
 def find_export(path: str | Path) -> Path:
@@ -75,7 +76,7 @@ class Predictor:
         import tensorflow as tf
 
         failures = (FtkError, tf.errors.OpError)
-        items = [inputs] if isinstance(inputs, (str, bytes)) else list(inputs)
+        items = input_list(inputs)
         results: list[dict[str, Any]] = []
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]

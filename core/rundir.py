@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from ftk.atomic import (building_dir, release, replace_dir_atomic, restore_stepped_aside,
-                        staging_dir, write_bytes_atomic)
+from ftk.atomic import (building_dir, release, remove_stale_staging, replace_dir_atomic,
+                        restore_stepped_aside, staging_dir, write_bytes_atomic)
 from ftk.errors import FtkError
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,11 @@ class RunDirectory:
                 path = Path("runs") / f"{task}-{stamp}-{suffix}"
         else:
             path = Path(output_dir)
+            # An --overwrite killed between the two renames of its final swap
+            # left the earlier run stepped aside and the new one staged: the
+            # earlier run comes back, and the unswapped new one goes.
+            restore_stepped_aside(path.resolve())
+            remove_stale_staging(path.resolve())
         run = cls(path)
         if resume:
             from ftk.training.checkpoints import resume_point

@@ -9,6 +9,8 @@ config (`self.config`) and, once the training data is read, the target space
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
@@ -199,7 +201,7 @@ class Task:
         form `""` is the raw-input signature (`serving_default`), another form
         one of the preprocessor's `extra_inputs`. By default, strings in
         batches of `batch_size`."""
-        items = [inputs] if isinstance(inputs, (str, bytes)) else list(inputs)
+        items = input_list(inputs)
         for start in range(0, len(items), batch_size):
             yield "", items[start:start + batch_size]
 
@@ -268,3 +270,9 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, list):
         return [_json_value(v) for v in value]
     return value
+
+
+def input_list(inputs: Any) -> list[Any]:
+    """What `predict` was given, as a list: one string, byte string or path is
+    one input; anything else is iterated."""
+    return [inputs] if isinstance(inputs, (str, bytes, os.PathLike)) else list(inputs)

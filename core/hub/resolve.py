@@ -109,10 +109,13 @@ def clear_stale_download(handle: str) -> None:
     A lock reads HOST.PID.ID; only a lock of this host whose process is gone
     is stale.
     """
+    if os.name != "posix":  # os.kill(pid, 0) probes a process on POSIX only
+        return
     folder = hub_cache_folder(handle)
     lock = folder.with_name(folder.name + ".lock")
     try:
-        host, pid, task = lock.read_text(encoding="utf-8").strip().rsplit(".", 2)
+        contents = lock.read_text(encoding="utf-8")
+        host, pid, task = contents.strip().rsplit(".", 2)
         if host != socket.gethostname():
             return
         os.kill(int(pid), 0)
@@ -121,6 +124,11 @@ def clear_stale_download(handle: str) -> None:
         pass  # stale
     except (OSError, ValueError):
         return  # no lock, an unreadable one, or a process not ours to judge
+    try:
+        if lock.read_text(encoding="utf-8") != contents:
+            return  # another process cleared it and took a lock of its own
+    except OSError:
+        return
     shutil.rmtree(folder.with_name(f"{folder.name}.{task}.tmp"), ignore_errors=True)
     lock.unlink(missing_ok=True)
     log.warning(f"Removed the partial download of {handle} that an interrupted process left "

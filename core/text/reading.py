@@ -155,8 +155,10 @@ def _table_rows(path: Path, text: str, columns: Mapping[str, str],
             else:
                 yield where, {key: row[column] for key, column in columns.items()}
     except csv.Error as error:
-        raise DataError(f"{path} line {reader.line_num}: malformed table ({error}). Fix the row, "
-                        "or save the file as CSV/TSV again.") from None
+        raise DataError(f"{path} line {reader.line_num}: malformed table ({error}). A quote "
+                        "inside a quoted field is written twice (\"\"), and a field that "
+                        "starts with a quote ends with one. Fix the row, or save the file as "
+                        "CSV/TSV again.") from None
 
 
 def _jsonl_rows(path: Path, text: str, columns: Mapping[str, str]) -> Iterator[tuple[str, Any]]:

@@ -40,6 +40,7 @@ def test_replace_dir_atomic_swaps_whole_folder_or_restores_it(tmp_path, monkeypa
 
 
 
+@pytest.mark.skipif(os.name != "posix", reason="staging locks are flock, POSIX only")
 def test_a_killed_writers_staging_is_removed_and_a_live_ones_kept(tmp_path):
     target = tmp_path / "export"
     writer = subprocess.Popen([sys.executable, "-c", HOLD_STAGING, str(target)],
@@ -61,6 +62,7 @@ def test_a_killed_writers_staging_is_removed_and_a_live_ones_kept(tmp_path):
     assert (target / "model.txt").read_text() == "whole"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="staging locks are flock, POSIX only")
 def test_a_stale_temp_file_goes_with_the_next_write_of_its_target(tmp_path):
     stale = tmp_path / ".metrics.json.tmp-k3j2h1"
     stale.write_text('{"half')

@@ -17,6 +17,13 @@ from helpers import ftk_cli, loopback_hub
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Loopback requests must not go through a proxy the environment names."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
 def run_with(backbone: str, topics, tmp_path):
     result = ftk_cli("run", "--task", "text_classification", "--data", topics["train"],
                      "--backbone", backbone, "--output", tmp_path / "run")

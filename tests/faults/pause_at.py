@@ -8,6 +8,7 @@ written when the process reaches it. Points:
     none        never (the test kills at a time of its choosing)
     checkpoint  inside a checkpoint write: TF's files staged, manifest not yet
     swap        between the two renames that swap a checkpoint folder in
+    run-swap    between the two renames that swap an --overwrite run in
     export      inside the export: the SavedModel staged, ftk.json not yet
 """
 
@@ -46,12 +47,14 @@ if point == "checkpoint":
     from ftk.training import checkpoints
 
     checkpoints._digest = pausing_after(checkpoints._digest)
-elif point == "swap":
+elif point in ("swap", "run-swap"):
     original_rename = pathlib.Path.rename
+    checkpoints = (".last.old", ".best.old")
 
     def rename(self, target):
         moved = original_rename(self, target)
-        if pathlib.Path(target).name in (".last.old", ".best.old") and reached():
+        name = pathlib.Path(target).name
+        if name.endswith(".old") and (name in checkpoints) == (point == "swap") and reached():
             pause()
         return moved
 
