@@ -238,6 +238,8 @@ def test_a_hub_handle_that_cannot_be_fetched_names_the_handle_and_what_to_do(top
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # loopback only, never through a proxy
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
     handle = f"http://127.0.0.1:{port}/google/nnlm-en-dim50/2"
     result = ftk_cli("run", "--task", "text_classification", "--data", topics["train"],
                      "--backbone", handle, "--output", tmp_path / "run")
