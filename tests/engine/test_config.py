@@ -150,6 +150,18 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("value", ['!!python/object/apply:os.system ["touch {flag}"]',
+                                   "!!python/name:os.system", "!custom {{epochs: 2}}"])
+def test_yaml_tags_never_construct_objects(tmp_path, value):
+    flag = tmp_path / "ran"
+    config = tmp_path / "tagged.yaml"
+    config.write_text(f"train:\n  epochs: {value.format(flag=flag)}\n")
+    message = _run_error("--config", config, "--output", tmp_path / "run")
+    assert f"Malformed YAML in {config} line 2" in message
+    assert "could not determine a constructor for the tag" in message
+    assert not flag.exists() and not (tmp_path / "run").exists()
+
+
 def test_a_huge_config_file_is_refused(tmp_path):
     huge = tmp_path / "huge.yaml"
     huge.write_text("# " + "x" * (1 << 20) + "\n")
