@@ -204,7 +204,7 @@ def storage_failure(error: BaseException) -> str | None:
     a quota, a file-size limit), with the file it was writing; else None."""
     if isinstance(error, FtkError):
         return None
-    number = getattr(error, "errno", None)
+    number = error.errno if isinstance(error, OSError) else None
     if isinstance(error, OSError) and "No usable temporary directory" in str(error):
         # Python's own probe (TensorFlow's import makes one) could write nowhere.
         return "no room for a temporary file in any temporary folder"

@@ -29,7 +29,6 @@ def first_line(error: BaseException) -> str:
     """The first line of an error's message, without the function and op
     names TensorFlow wraps around the reason ("{{function_node ...}}",
     "[Op:DecodeImage]"), for quoting in an ftk error."""
-    text = getattr(error, "message", None) or str(error)
-    line = (text.strip().splitlines() or [""])[0]
+    line = (str(error).strip().splitlines() or [""])[0]
     line = re.sub(r"\{\{.*?\}\}|\[Op:\w+\](\s*name:\s*\S*)?", "", line).strip()
     return line or type(error).__name__

@@ -74,7 +74,7 @@ def loading(handle: str) -> Iterator[None]:
 
 
 def _advice(handle: str, error: Exception) -> str:
-    status = getattr(error, "code", None) if isinstance(error, urllib.error.HTTPError) else None
+    status = error.code if isinstance(error, urllib.error.HTTPError) else None
     if status == 404:
         return ("The hub has no model at that address: check the handle's spelling and "
                 "version, or pick a preset (`ftk backbones list`).")
