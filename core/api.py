@@ -27,6 +27,7 @@ def run(
     output_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    distribute: str | None = None,
     plugins: Sequence[str] = (),
 ) -> Any:
     """Fine-tune, evaluate and export; the same names as `ftk run`'s flags.
@@ -43,6 +44,7 @@ def run(
         resume: continue the run in `output_dir` from its last checkpoint.
         overwrite: replace the earlier run in `output_dir` once the new one has
             finished (only an ftk run directory is replaced).
+        distribute: shorthand for `train.distribute` (see `ftk.distribute`).
         plugins: extra plugin modules to load.
 
     Returns:
@@ -58,7 +60,8 @@ def run(
 
     registry = build_registry(plugins)
     layers = _config_layers(config, set)
-    flags = _flag_layer(task, data, val_data, test_data, backbone, epochs, batch_size, output_dir)
+    flags = _flag_layer(task, data, val_data, test_data, backbone, epochs, batch_size,
+                        output_dir, distribute)
     if resume and output_dir is not None:
         saved = Path(output_dir) / "config.yaml"
         if saved.exists():
@@ -71,20 +74,50 @@ def run(
     resolved["task"] = task_name
     task = task_type(resolved)
     check_run_config(task)
+    # Before anything else runs TensorFlow: a multi-worker job sets it up at startup.
+    from ftk.distribute import distribution
+
+    train = resolved["train"]
+    placement = distribution(train["distribute"], connect_timeout=train["connect_timeout"])
+    placement.check_batch(train["batch_size"])
     if not resolved["data"]["train"]:
         _use_demo_data(task, resolved)
-    run = RunDirectory.create(resolved["output_dir"], task_name, resume=resume, overwrite=overwrite)
+    if placement.workers > 1 and resolved["output_dir"] is None:
+        raise FtkError("A multi-worker run needs --output naming its run directory, the same "
+                       "folder on every worker (a volume they share, for --resume).")
+    if placement.writes:
+        run = RunDirectory.create(resolved["output_dir"], task_name, resume=resume,
+                                  overwrite=overwrite)
+    else:
+        run = RunDirectory.for_worker(resolved["output_dir"], resume=resume)
     resolved["output_dir"] = str(run.final_path)
     from ftk.runner import execute
 
     try:
-        result = execute(task, run, registry, resume=resume)
+        result = execute(task, run, registry, placement, resume=resume)
         run.finish()
     except BaseException as error:
         run.abandon()
         _raise_if_out_of_space(error, run)
+        _raise_if_worker_lost(error, placement)
         raise
     return result
+
+
+def _raise_if_worker_lost(error: BaseException, placement: Any) -> None:
+    """A multi-worker job whose peer stopped answering ends with what to do."""
+    import tensorflow as tf
+
+    lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+            tf.errors.CancelledError)
+    if placement.workers > 1 and isinstance(error, lost):
+        from ftk.errors import first_line
+
+        raise FtkError(
+            f"Worker {placement.cluster.rank} lost contact with the others of this job "
+            f"({type(error).__name__}: {first_line(error)}). A worker stopped or became "
+            "unreachable; start every worker again with the same command and --resume "
+            "to continue from the last saved epoch.") from error
 
 
 def _raise_if_out_of_space(error: BaseException, run: Any) -> None:
@@ -356,11 +389,12 @@ def _config_layers(config: Any, assignments: Any) -> list[tuple[str, Mapping[str
 
 
 def _flag_layer(task: Any, data: Any, val_data: Any, test_data: Any, backbone: Any,
-                epochs: Any, batch_size: Any, output_dir: Any) -> dict[str, Any]:
+                epochs: Any, batch_size: Any, output_dir: Any, distribute: Any) -> dict[str, Any]:
     flags: dict[str, Any] = {}
     pairs = [("task", task), ("data.train", data), ("data.validation", val_data),
              ("data.test", test_data), ("backbone.handle", backbone), ("train.epochs", epochs),
-             ("train.batch_size", batch_size), ("output_dir", output_dir)]
+             ("train.batch_size", batch_size), ("output_dir", output_dir),
+             ("train.distribute", distribute)]
     given = [config_lib.nested(key, str(value) if isinstance(value, Path) else value)
              for key, value in pairs if value is not None]
     return config_lib.merged(flags, *given)

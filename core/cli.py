@@ -13,6 +13,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import click  # noqa: E402
 
 from ftk import api  # noqa: E402
+from ftk.distribute import KINDS as DISTRIBUTE_KINDS  # noqa: E402
 from ftk.errors import FtkError  # noqa: E402
 
 PLUGIN_OPTION = click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
@@ -113,16 +114,18 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--output", help="Run directory (default runs/<task>-<timestamp>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --output.")
+@click.option("--distribute", type=click.Choice(DISTRIBUTE_KINDS),
+              help="Shorthand for --set train.distribute=KIND (default auto).")
 @PLUGIN_OPTION
 def run(task: str | None, data: str | None, val_data: str | None, test_data: str | None,
         backbone: str | None, configs: tuple[str, ...], assignments: tuple[str, ...],
         epochs: int | None, batch_size: int | None, output: str | None, resume: bool,
-        overwrite: bool, plugins: tuple[str, ...]) -> None:
+        overwrite: bool, distribute: str | None, plugins: tuple[str, ...]) -> None:
     """Fine-tune, evaluate and export a model."""
     result = api.run(task=task, data=data, val_data=val_data, test_data=test_data,
                      backbone=backbone, config=list(configs), set=list(assignments),
                      epochs=epochs, batch_size=batch_size, output_dir=output, resume=resume,
-                     overwrite=overwrite, plugins=plugins)
+                     overwrite=overwrite, distribute=distribute, plugins=plugins)
     click.echo(f"Run directory: {result.run_dir}")
     if result.metrics:
         headline = {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)}
@@ -169,6 +172,24 @@ def predict(path: str, inputs: tuple[str, ...], keep_going: bool, plugins: tuple
 def export(run_dir: str, export_format: str, output: str | None) -> None:
     """Export a finished run as a SavedModel or a TFLite file."""
     click.echo(str(api.export(run_dir, export_format, output)))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True,
+                               "allow_interspersed_args": False})
+@click.option("--workers", type=int, required=True, help="How many worker processes.")
+@click.option("--private-network", is_flag=True,
+              help="Run the job in a loopback-only network namespace (Linux).")
+@click.option("--timeout", type=float, help="Stop every worker after this many seconds.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def launch(workers: int, private_network: bool, timeout: float | None,
+           command: tuple[str, ...]) -> None:
+    """Run COMMAND as a job of N workers on this machine (127.0.0.1), each
+    with its TF_CONFIG; e.g. `ftk launch --workers 2 -- ftk run ...`. Exits
+    with the chief's exit code."""
+    from ftk.launch import launch as launch_job
+
+    sys.exit(launch_job(list(command), workers, private_network=private_network,
+                        timeout=timeout, out=sys.stdout))
 
 
 @cli.command()

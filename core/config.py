@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from ftk.distribute import KINDS as DISTRIBUTE_KINDS
 from ftk.errors import ConfigError
 
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -52,6 +53,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "cache_memory_mb": 2048,
         "jit_compile": False,
         "mixed_precision": None,
+        "distribute": "auto",
+        "connect_timeout": 300.0,
     },
     "output_dir": None,
 }
@@ -67,6 +70,7 @@ ENGINE_TYPES: dict[str, Any] = {
     "train.cache_features": (str, bool),
     "train.cache_memory_mb": float,
     "train.mixed_precision": str,
+    "train.connect_timeout": float,
     "output_dir": str,
 }
 
@@ -75,6 +79,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.schedule": ("cosine", "constant"),
     "train.cache_features": ("auto", True, False),
     "train.mixed_precision": ("mixed_float16", "mixed_bfloat16"),
+    "train.distribute": DISTRIBUTE_KINDS,
 }
 
 
@@ -158,6 +163,7 @@ def check_values(config: Mapping[str, Any]) -> None:
         ("train.early_stopping_patience", lambda v: v is None or v >= 1,
          "at least 1 (or null for no early stopping)"),
         ("train.cache_memory_mb", lambda v: v >= 0, "0 or more"),
+        ("train.connect_timeout", lambda v: math.isfinite(v) and v > 0, "a number of seconds above 0"),
         ("data.validation_split", lambda v: 0 <= v < 1, "at least 0 and below 1"),
         ("backbone.trainable_blocks", lambda v: v is None or v >= 1, "at least 1 (or null)"),
         ("backbone.trainable_patterns", lambda v: all(isinstance(p, str) and regex(p) for p in v),

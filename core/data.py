@@ -96,7 +96,19 @@ def make_dataset(inputs: Any, targets: Any, preprocessor: Preprocessor, batch_si
         dataset = tf.data.Dataset.zip((dataset, _seeds(seed + 1)))
         dataset = dataset.map(lambda batch, pair: preprocessor.augment_batch(*batch, pair),
                               num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return sharded_by_example(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def sharded_by_example(dataset: Any) -> Any:
+    """Mark an in-memory dataset to be split over a multi-worker job by
+    example: each worker prepares every batch and keeps its part of it, so
+    the job trains on the same global batches as one device would (every
+    shuffle is seeded, so every worker's order is the same)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _size_mb(spec: Any, count: int) -> float | None:

@@ -61,6 +61,16 @@ def configure_cli_logging(debug: bool = False) -> None:
     logger.propagate = False
 
 
+_REAL_STDERR: int | None = None
+
+
+def unfiltered_stderr() -> int:
+    """The file descriptor of the terminal's stderr, past the filter of
+    `filter_native_noise` (whose thread cannot copy while TensorFlow holds
+    Python's lock)."""
+    return 2 if _REAL_STDERR is None else _REAL_STDERR
+
+
 def filter_native_noise() -> None:
     """Drop TensorFlow's native log lines from this process's stderr.
 
@@ -70,7 +80,8 @@ def filter_native_noise() -> None:
     """
     import atexit
 
-    real = os.dup(2)
+    global _REAL_STDERR
+    real = _REAL_STDERR = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -135,6 +136,21 @@ class RunDirectory:
         run.write_json(RUN_MARKER, {"task": task})
         return run
 
+    @classmethod
+    def for_worker(cls, output_dir: str | Path, *, resume: bool) -> "RunDirectory":
+        """The run as a worker other than the chief sees it: the chief's folder,
+        read to resume from, never written."""
+        run = cls(output_dir, writes=False)
+        if resume:
+            from ftk.training.checkpoints import resume_point
+
+            if not run.checkpoints.is_dir():
+                raise FtkError(
+                    f"Cannot resume: this worker sees no checkpoints in {run.path}. Every "
+                    "worker must see the chief's run directory (a volume they share).")
+            run.resume_from = resume_point(run.checkpoints)
+        return run
+
     def restore_stepped_aside(self) -> None:
         """A process killed while swapping in a checkpoint folder may have left
         the previous one stepped aside (`.last.old`) and none in its place:
@@ -187,7 +203,10 @@ class RunDirectory:
 
     @property
     def cache(self) -> Path:
-        """Scratch space for this run's feature cache; removed after training."""
+        """Scratch space for this run's feature cache; removed after training.
+        A process that does not write the run keeps its own outside it."""
+        if not self.writes:
+            return Path(tempfile.gettempdir()) / f"ftk-cache-{os.getpid()}"
         return self.path / "cache"
 
     def file(self, relative: str) -> Path:

@@ -38,8 +38,10 @@ class RunResult:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) -> RunResult:
-    """Train, export and evaluate one run into `run`."""
+def execute(task: Task, run: RunDirectory, registry: Registry, placement: Any, *,
+            resume: bool) -> RunResult:
+    """Train, export and evaluate one run into `run`, on `placement`'s
+    strategy (an `ftk.distribute.Distribution`)."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -62,9 +64,10 @@ def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) 
     # as a cached preset. Op determinism is not forced: it rejects Hub models
     # whose dropout ops were saved without a seed.
     keras.utils.set_random_seed(config["train"]["seed"])
-    parts = build_model(task, backbone, inputs)
+    parts = build_model(task, backbone, inputs, placement.strategy)
     if resume:
         check_same_targets(task, run)
+    placement.agree(job_facts(task, inputs, run, registry))
     # Written once the model has proved buildable, so a bad value needs no --overwrite.
     run.write_text(CONFIG_FILE, config_lib.dump(saved_config(config, registry.backbones)))
     for name, text in task.space.files().items():
@@ -78,6 +81,8 @@ def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) 
     with progress.timed("Writing the export"), run.building("export") as staging:
         write_export(staging, parts.model, parts.preprocessor, task.postprocess, metadata,
                      task.space.files())
+    if not run.writes:  # the chief evaluates and reports
+        return RunResult(run.final_path, {}, history, dict(config))
     metrics = evaluate_run(task, run, inputs.splits)
     if metrics:
         run.write_json(METRICS_FILE, metrics)
@@ -86,6 +91,19 @@ def execute(task: Task, run: RunDirectory, registry: Registry, *, resume: bool) 
     if curves is not None:
         run.write_bytes("plots/training_curves.png", curves)
     return RunResult(run.final_path, metrics, history, dict(config))
+
+
+def job_facts(task: Task, inputs: Any, run: RunDirectory, registry: Registry) -> dict[str, Any]:
+    """What every worker of a multi-worker job must agree on."""
+    config = saved_config(task.config, registry.backbones)
+    facts: dict[str, Any] = {f"config section {key}": value for key, value in config.items()}
+    facts["output folder"] = str(run.final_path.resolve())
+    facts["examples per split"] = [None if split is None else len(split) for split in
+                                   (inputs.splits.train, inputs.splits.validation,
+                                    inputs.splits.test)]
+    facts["targets"] = task.space.to_json()
+    facts["resume point"] = run.resume_from[1] if run.resume_from else None
+    return facts
 
 
 def check_same_targets(task: Task, run: RunDirectory) -> None:

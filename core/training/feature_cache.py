@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from ftk import progress
-from ftk.data import make_dataset
+from ftk.data import make_dataset, sharded_by_example
 from ftk.errors import ConfigError
 from ftk.training.model import BACKBONE_OUTPUTS, HEAD_FEATURES
 
@@ -174,7 +174,7 @@ class FeatureCache:
                  f"({count / seconds:.1f} examples/s): {self._names}, {total / 2**20:.1f} MB {where}.")
         if split == "train":
             dataset = dataset.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
-        return dataset.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+        return sharded_by_example(dataset.batch(self.batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def _head_needs(model: Any, features: Any) -> tuple[Any, bool]:

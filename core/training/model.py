@@ -135,9 +135,10 @@ class ModelParts:
     loss: Any
 
 
-def build_model(task: Any, backbone: Any, inputs: Any) -> ModelParts:
-    """Build the task's preprocessor, head and loss over `backbone`, check the
-    settings that depend on them, and build the model on a first batch."""
+def build_model(task: Any, backbone: Any, inputs: Any, strategy: Any = None) -> ModelParts:
+    """Build the task's preprocessor, head and loss over `backbone` under
+    `strategy` (default: the current one), check the settings that depend on
+    them, and build the model on a first batch."""
     from ftk.data import make_dataset
     from ftk.errors import FtkError
     from ftk.preprocessor import Preprocessor
@@ -145,7 +146,7 @@ def build_model(task: Any, backbone: Any, inputs: Any) -> ModelParts:
     from ftk.training.trainer import check_monitor
 
     config = task.config
-    strategy = tf.distribute.get_strategy()
+    strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         preprocessor = task.build_preprocessor(backbone)
         if not isinstance(preprocessor, Preprocessor):
@@ -164,5 +165,10 @@ def build_model(task: Any, backbone: Any, inputs: Any) -> ModelParts:
     # iterating the training dataset would move its shuffling on by an epoch.
     first = make_dataset(inputs.splits.train.inputs, inputs.train_targets, preprocessor,
                          config["train"]["batch_size"])
-    model(next(iter(first))[0])
+    spec = tf.nest.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype),
+                                 next(iter(first))[0])
+    with strategy.scope():
+        # Traced, not run: the head's variables must be made under the strategy,
+        # and a Hub layer called eagerly there fails ("cross-replica context").
+        tf.function(model.__call__).get_concrete_function(spec)
     return ModelParts(model, preprocessor, loss)

@@ -137,22 +137,26 @@ def _compile_phase(model: FineTuneModel, saved: Any, phase: Phase, chosen: list,
                    steps: int) -> tf.train.Checkpoint:
     """Recompile for one phase (Keras re-traces on a change of trainable state)
     and return the checkpoint holding `saved` (the model, or its head) and this
-    phase's optimisers."""
-    head_optimizer = _scaled(build_optimizer(train_config, phase.head_learning_rate, steps,
-                                             "head_optimizer"), train_config)
-    model.compile(optimizer=head_optimizer, loss=loss, metrics=metrics_factory(),
-                  jit_compile=train_config["jit_compile"])
-    backbone_optimizer = _scaled(build_optimizer(
-        train_config, phase.backbone_learning_rate, steps, "backbone_optimizer"),
-        train_config) if chosen else None
-    model.set_backbone_training(chosen, backbone_optimizer)
-    # Built now so that a checkpoint restores their slots instead of deferring.
-    head_optimizer.build(model.head.trainable_variables)
-    parts = {"model": saved, "optimizer": head_optimizer}
-    if backbone_optimizer is not None:
-        backbone_optimizer.build(chosen)
-        parts["backbone_optimizer"] = backbone_optimizer
-    return tf.train.Checkpoint(**parts)
+    phase's optimisers. Optimisers and metrics are made under the model's
+    strategy, so each replica updates its copy of the variables in step."""
+    with model.distribute_strategy.scope():
+        head_optimizer = _scaled(build_optimizer(train_config, phase.head_learning_rate, steps,
+                                                 "head_optimizer"), train_config)
+        backbone_optimizer = _scaled(build_optimizer(
+            train_config, phase.backbone_learning_rate, steps, "backbone_optimizer"),
+            train_config) if chosen else None
+        # Before compiling: `fit` puts back the trainable state `compile` saw, and a
+        # backbone that was not trainable then would run in inference mode.
+        model.set_backbone_training(chosen, backbone_optimizer)
+        model.compile(optimizer=head_optimizer, loss=loss, metrics=metrics_factory(),
+                      jit_compile=train_config["jit_compile"])
+        # Built now so that a checkpoint restores their slots instead of deferring.
+        head_optimizer.build(model.head.trainable_variables)
+        parts = {"model": saved, "optimizer": head_optimizer}
+        if backbone_optimizer is not None:
+            backbone_optimizer.build(chosen)
+            parts["backbone_optimizer"] = backbone_optimizer
+        return tf.train.Checkpoint(**parts)
 
 
 def _scaled(optimizer: Any, train_config: Mapping[str, Any]) -> Any:

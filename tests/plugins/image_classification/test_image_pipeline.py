@@ -184,42 +184,42 @@ def test_top5_metric_counts_true_class_among_five_best():
     assert names == ["accuracy", "top5_accuracy"]
 
 
-def _variables(model, pattern):
-    return {v.name: v.numpy().copy() for v in model.backbone.weights if pattern in v.name}
+def _checkpointed_backbone(reader, pattern):
+    """Backbone variables in a run's checkpoint, by their variable name
+    (the checkpoint spells `block_1_bn/gamma:0` as `block_1_bn.Sgamma:0`)."""
+    prefix = "model/backbone/"
+    named = {key[len(prefix):].split("/.ATTRIBUTES")[0].replace(".S", "/"): key
+             for key in reader.get_variable_to_shape_map() if key.startswith(prefix)}
+    return {name: reader.get_tensor(key) for name, key in named.items() if pattern in name}
 
 
 @pytest.mark.parametrize("freeze", [True, False])
 def test_freeze_batchnorm_keeps_statistics_and_scales(tmp_path, freeze):
-    """A trainable BatchNorm backbone: with freezing, statistics and scales stay
-    pretrained while the convolutions train; without, the statistics move."""
-    import tf_keras as keras
+    """A BatchNorm backbone fine-tuned through `ftk.run`: with freezing, its
+    statistics and scales stay pretrained while the convolutions train;
+    without, the backbone runs in training mode and its statistics move."""
+    import tensorflow as tf
 
     from ftk import testing
-    from ftk.hub.resolve import resolve_backbone
-    from ftk.training.freezing import select_trainable
-    from ftk.training.model import FineTuneModel
-    from ftk.plugins.image_classification.head import ImageClassificationHead
+    from helpers import write_colour_folder
 
-    backbone = resolve_backbone(testing.tiny_image_backbone(tmp_path / "bn"), {})
-    model = FineTuneModel(backbone.keras_layer(trainable=True), ImageClassificationHead(2),
-                          freeze_batchnorm=freeze)
-    images = np.random.default_rng(0).uniform(0, 1, (16, 32, 32, 3)).astype(np.float32)
-    labels = np.arange(16) % 2
-    model(images[:1])
-    chosen = select_trainable(model.backbone_variables, {
-        "trainable": True, "trainable_blocks": None, "trainable_patterns": [],
-        "freeze_batchnorm": freeze})
-    assert any("gamma" in v.name for v in chosen) is not freeze
-    model.set_backbone_training(chosen, keras.optimizers.SGD(0.1))
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = {k: _variables(model, k) for k in ("moving_mean", "gamma", "conv/kernel")}
-    model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
-    after = {k: _variables(model, k) for k in before}
+    data = write_colour_folder(tmp_path / "data", 4, seed=0, classes=("red", "blue"))
+    backbone = testing.tiny_image_backbone(tmp_path / "bn")
+    result = testing.smoke_run("image_classification", data=data, backbone=backbone,
+                               output_dir=tmp_path / "run", backbone__image_size=32,
+                               backbone__trainable=True, backbone__freeze_batchnorm=freeze,
+                               train__head_epochs=0, train__learning_rate=0.05,
+                               train__optimizer="sgd", data__augment=False)
+    pretrained = tf.saved_model.load(backbone)
+    trained = tf.train.load_checkpoint(str(Path(result.run_dir) / "checkpoints/last/ckpt"))
 
-    def changed(key):
-        return any(not np.array_equal(before[key][n], after[key][n]) for n in before[key])
+    def changed(pattern):
+        before = {v.name: v.numpy() for v in pretrained.variables if pattern in v.name}
+        after = _checkpointed_backbone(trained, pattern)
+        assert sorted(before) == sorted(after) and len(after) == 5, (pattern, sorted(after))
+        return any(not np.allclose(before[name], after[name], atol=1e-7) for name in after)
 
     assert changed("conv/kernel")
     assert changed("moving_mean") is not freeze
+    assert changed("moving_variance") is not freeze
     assert changed("gamma") is not freeze
