@@ -160,7 +160,7 @@ def ceiling_child(spec: dict[str, Any]) -> None:
     # resize in a parallel tf.data map, batched and prefetched.
     files = sorted(str(path) for path in Path(spec["images"]).glob("*/*.png"))
     pipeline = iter(make_dataset(files, np.zeros(len(files), np.int32), ImagePreprocessor(224),
-                                 BATCH_SIZE).repeat())
+                                 BATCH_SIZE, read_files=True).repeat())
 
     def seconds(next_batch: Any, batches: int = CEILING_BATCHES) -> float:
         start = time.perf_counter()

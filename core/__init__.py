@@ -31,6 +31,7 @@ from ftk.api import (  # noqa: E402
     pull_backbone,
     run,
     tasks,
+    to_tfrecord,
 )
 from ftk.backbone import Backbone  # noqa: E402
 from ftk.converter import Converter  # noqa: E402
@@ -73,4 +74,5 @@ __all__ = [
     "pull_backbone",
     "run",
     "tasks",
+    "to_tfrecord",
 ]

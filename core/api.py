@@ -364,6 +364,47 @@ def _check_export_target(output: Path, format: str) -> None:
         )
 
 
+def to_tfrecord(task: str, data: str | Path, output: str | Path, *, shards: int = 8,
+                config: str | Path | Mapping[str, Any] | Sequence[str | Path] | None = None,
+                set: Sequence[str] | Mapping[str, Any] | None = None, seed: int = 42,
+                plugins: Sequence[str] = ()) -> dict[str, Any]:
+    """Write a data source as sharded TFRecord files for streaming (`ftk data
+    to-tfrecord`): raw inputs (texts, image bytes) with their encoded targets,
+    and a manifest. Read with the task's own reader and `data` settings.
+
+    Returns:
+        The manifest (also `output/manifest.json`).
+
+    Example:
+        ```python
+        ftk.to_tfrecord("text_classification", "train.csv", "train-records", shards=4)
+        ftk.run(task="text_classification", data="train-records")
+        ```
+    """
+    from ftk.data import read_examples
+    from ftk.records import is_records, write_records
+
+    registry = build_registry(plugins)
+    task_type = registry.task(task)
+    resolved = config_lib.resolve(task_type.defaults, task_type.config_types,
+                                  _config_layers(config, set), task_type.config_choices)
+    resolved["task"] = task
+    task_object = task_type(resolved)
+    task_object.check_config()
+    if is_records(str(data)):
+        raise FtkError(f"{data} already holds TFRecords; give the data files they came from.")
+    target = Path(output)
+    if target.exists() and not (target / "manifest.json").is_file() and (
+            not target.is_dir() or any(target.iterdir())):
+        raise FtkError(f"{target} exists and is not earlier TFRecord output; choose another "
+                       "--output or remove it first.")
+    examples = read_examples(task_object, str(data))
+    from ftk import progress
+
+    with progress.timed(f"Writing {len(examples)} examples of {data} as {shards} TFRecord file(s)"):
+        return write_records(task_object, examples, target, shards=shards, seed=seed)
+
+
 def default_config(task: str, *, plugins: Sequence[str] = ()) -> dict[str, Any]:
     """The full default config of `task` (what `ftk config TASK` prints)."""
     task_type = build_registry(plugins).task(task)

@@ -264,7 +264,8 @@ def _deadline(seconds: float, message: str) -> Iterator[None]:
 
 _WATCHER = """
 import os, signal, sys, time
-seconds, message, parent, stderr = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+seconds, message = float(sys.argv[1]), sys.argv[2]
+parent, stderr = int(sys.argv[3]), int(sys.argv[4])
 deadline = time.monotonic() + seconds
 while time.monotonic() < deadline:
     time.sleep(0.2)

@@ -256,7 +256,7 @@ def _signature_size(backbone: Any) -> int | None:
 class ImagePreprocessor(Preprocessor):
     """Turns image inputs into backbone-sized float pixels.
 
-    Used three ways: `load_example` reads a file inside tf.data (with the
+    Used three ways: `load_example` decodes a file inside tf.data (with the
     task's train-time augmentation), `__call__` decodes a batch of encoded
     images in the exported model, and the `pixels` input form resizes a float
     batch for the export's `serving_pixels` signature. Tasks subclass it to
@@ -289,11 +289,9 @@ class ImagePreprocessor(Preprocessor):
         return {"pixels": (tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
                            self.from_pixels)}
 
-    def load_example(self, path: Any, target: Any, seed: Any, training: bool) -> tuple[Any, Any]:
-        """Read and decode one file; `seed` ([2] int64) drives augmentation."""
-        import tensorflow as tf
-
-        image = decode_image(tf.io.read_file(path))
+    def load_example(self, encoded: Any, target: Any, seed: Any, training: bool) -> tuple[Any, Any]:
+        """Decode one image file's bytes; `seed` ([2] int64) drives augmentation."""
+        image = decode_image(encoded)
         if training:
             return self.augment(image, target, seed)
         return resize(image, self.size), target

@@ -82,8 +82,8 @@ def launch(command: Sequence[str], workers: int, *, private_network: bool = Fals
     if workers < 1:
         raise FtkError(f"--workers must be at least 1. Received: {workers}")
     if not command:
-        raise FtkError("Give the command every worker runs after --, e.g. "
-                       "`ftk launch --workers 2 -- ftk run --task text_classification --output run`.")
+        raise FtkError("Give the command every worker runs after --, e.g. `ftk launch "
+                       "--workers 2 -- ftk run --task text_classification --output run`.")
     out = out or sys.stdout
     if private_network:
         enter_private_network()

@@ -43,6 +43,9 @@ class Preprocessor:
     def load_example(self, raw: Any, target: Any, seed: Any, training: bool) -> tuple[Any, Any]:
         """`(features, target)` of one example (used when `per_example`).
 
+        `raw` is one raw input: a text, or a file's bytes when the task has
+        `file_inputs` (the engine reads the file).
+
         `seed` is a `[2]` int64 tensor for stateless random ops, new for every
         example and epoch and derived from `train.seed`.
         """

@@ -78,6 +78,9 @@ class Task:
             outputs) or `"predictions"` (the export's postprocessed outputs).
         predict_options: `ftk.Option`s the task adds to `ftk predict` (and
             `ftk.predict`), handled by `finish_predictions`.
+        file_inputs: each raw input `read_data` gives is a file path (an
+            image): the engine reads the file, and the preprocessor gets its
+            bytes; TFRecords written by `ftk data to-tfrecord` hold the bytes.
 
     Example:
         ```python
@@ -104,6 +107,7 @@ class Task:
     metric_directions: ClassVar[Mapping[str, str]] = {}
     evaluate_on: ClassVar[str] = "raw_outputs"
     predict_options: ClassVar[tuple[Option, ...]] = ()
+    file_inputs: ClassVar[bool] = False
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("read_data", "build_preprocessor", "build_head",
                                            "build_loss")

@@ -71,11 +71,12 @@ class FeatureCache:
         batch_size, seed: as `train.batch_size` and `train.seed`.
         memory_mb: `train.cache_memory_mb`, the in-memory budget.
         folder: where a cache that does not fit in memory is written.
+        read_files: the inputs are file paths (see `make_dataset`).
     """
 
     def __init__(self, model: Any, preprocessor: Any, train: tuple[Any, Any],
                  validation: tuple[Any, Any] | None, *, setting: Any, batch_size: int,
-                 seed: int, memory_mb: float, folder: Path):
+                 seed: int, memory_mb: float, folder: Path, read_files: bool = False):
         check_setting(setting, preprocessor)
         self.setting = setting
         self.model = model
@@ -85,6 +86,7 @@ class FeatureCache:
         self.seed = seed
         self.budget = memory_mb * 2**20
         self.folder = Path(folder)
+        self.read_files = read_files
         self._datasets: tuple[Any, Any] | None = None
         self._encode: Any = None
 
@@ -113,7 +115,8 @@ class FeatureCache:
         if self._encode is not None:
             return
         inputs, targets = self.splits["train"]
-        source = make_dataset(inputs, targets, self.preprocessor, self.batch_size)
+        source = make_dataset(inputs, targets, self.preprocessor, self.batch_size,
+                              read_files=self.read_files)
         features, batch_targets = next(iter(source))
         keep, with_features = _head_needs(self.model, features)
 
@@ -144,7 +147,8 @@ class FeatureCache:
     def _cached(self, split: str) -> Any:
         self._prepare()
         inputs, targets = self.splits[split]
-        ordered = make_dataset(inputs, targets, self.preprocessor, self.batch_size)
+        ordered = make_dataset(inputs, targets, self.preprocessor, self.batch_size,
+                               read_files=self.read_files)
         start = time.perf_counter()
         # Targets come from the pipeline too: a preprocessor may transform them
         # (detection scales boxes to the resized image).

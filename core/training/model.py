@@ -163,8 +163,8 @@ def build_model(task: Any, backbone: Any, inputs: Any, strategy: Any = None) -> 
         check_monitor(config["train"]["monitor"], task.build_metrics(), True)
     # Build the head before optimisers and checkpoints, from an unshuffled batch:
     # iterating the training dataset would move its shuffling on by an epoch.
-    first = make_dataset(inputs.splits.train.inputs, inputs.train_targets, preprocessor,
-                         config["train"]["batch_size"])
+    first = make_dataset(*inputs.train, preprocessor, config["train"]["batch_size"],
+                         read_files=task.file_inputs)
     spec = tf.nest.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype),
                                  next(iter(first))[0])
     with strategy.scope():

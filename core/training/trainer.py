@@ -219,21 +219,19 @@ def train_model(task: Any, parts: Any, inputs: Any, run: RunDirectory, *,
     config = task.config
     seed, batch_size = config["train"]["seed"], config["train"]["batch_size"]
     memory = config["train"]["cache_memory_mb"]
-    splits = inputs.splits
-    validation = None if inputs.validation_targets is None else (
-        splits.validation.inputs, inputs.validation_targets)
+    validation, files = inputs.validation, task.file_inputs
     feature_cache = FeatureCache(
-        parts.model, parts.preprocessor, (splits.train.inputs, inputs.train_targets), validation,
+        parts.model, parts.preprocessor, inputs.train, validation,
         setting=config["train"]["cache_features"], batch_size=batch_size, seed=seed,
-        memory_mb=memory, folder=run.cache)
-    train_data = make_dataset(splits.train.inputs, inputs.train_targets, parts.preprocessor,
-                              batch_size, training=True, shuffle=True, seed=seed, cache_mb=memory)
+        memory_mb=memory, folder=run.cache, read_files=files)
+    train_data = make_dataset(*inputs.train, parts.preprocessor, batch_size, training=True,
+                              shuffle=True, seed=seed, cache_mb=memory, read_files=files)
     validation_data = None if validation is None else make_dataset(
-        *validation, parts.preprocessor, batch_size, cache_mb=memory)
+        *validation, parts.preprocessor, batch_size, cache_mb=memory, read_files=files)
     try:
         return train(parts.model, train_data, validation_data, loss=parts.loss,
                      metrics_factory=task.build_metrics, config=config, run=run,
-                     steps_per_epoch=-(-len(splits.train) // batch_size), resume=resume,
+                     steps_per_epoch=-(-len(inputs.splits.train) // batch_size), resume=resume,
                      direction=task.direction, feature_cache=feature_cache)
     finally:
         feature_cache.remove()

@@ -34,6 +34,7 @@ class Detection(ftk.Task):
     image backbone's stride 8/16/32 feature maps, COCO mAP."""
 
     name = "detection"
+    file_inputs = True
     default_backbone = "efficientnet-lite0"
     description = ("Detect objects (COCO JSON or Pascal VOC) with an FPN + FCOS head on image "
                    "feature maps.")

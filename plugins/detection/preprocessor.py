@@ -44,8 +44,8 @@ class DetectionPreprocessor(ImagePreprocessor):
         return {"images": resize(images, self.size),
                 "image_size": tf.tile(shape[None], [tf.shape(images)[0], 1])}
 
-    def load_example(self, path: Any, target: Any, seed: Any, training: bool) -> tuple[dict, Any]:
-        image = decode_image(tf.io.read_file(path))
+    def load_example(self, encoded: Any, target: Any, seed: Any, training: bool) -> tuple[dict, Any]:
+        image = decode_image(encoded)
         original = tf.cast(tf.shape(image)[:2], tf.float32)
         boxes, classes = target[:, :4], tf.cast(target[:, 4], tf.int32)
         ignore = target[:, 5] > 0.5

@@ -30,6 +30,7 @@ class ImageClassification(classification.ClassificationTask):
     """Classify images (a folder per class, or a CSV) with an image backbone."""
 
     name = "image_classification"
+    file_inputs = True
     default_backbone = "efficientnet-lite0"
     description = "Classify images (a folder per class, or a CSV) with a TF Hub image backbone."
     head_name = "dropout + dense"

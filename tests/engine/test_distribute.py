@@ -56,7 +56,7 @@ def _launch(workers: int, command: list[str], tmp: Path, *, timeout: float = 150
             kill: tuple[int, str] | None = None) -> tuple[int, str]:
     """`ftk launch --private-network` in a process of its own: the exit code
     and the output. `kill=(worker, line)` SIGKILLs that worker once a line of
-    its output starts with `line`."""
+    the job's output starts with `line`."""
     tmp.mkdir(exist_ok=True)
     env = {**os.environ, "TMPDIR": str(tmp)}
     launcher = subprocess.Popen(
@@ -69,7 +69,7 @@ def _launch(workers: int, command: list[str], tmp: Path, *, timeout: float = 150
             lines.append(line)
             if found := re.match(r"\[launch\] worker (\d+): pid (\d+)", line):
                 pids[int(found[1])] = int(found[2])
-            if kill and line.startswith(f"[worker {kill[0]}] {kill[1]}"):
+            if kill and line.startswith(kill[1]):
                 os.kill(pids[kill[0]], signal.SIGKILL)
                 kill = None
         code = launcher.wait(timeout=30)
@@ -91,20 +91,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _run_command(topics: Path, embedding: str, output: Path, *extra: str) -> list[str]:
-    return ["ftk", "run", "--task", "text_classification", "--data", str(topics),
+def _run_command(data: Path, embedding: str, output: Path, *extra: str) -> list[str]:
+    return ["ftk", "run", "--task", "text_classification", "--data", str(data),
             "--backbone", embedding, "--output", str(output), *SETTINGS, *extra]
+
+
+def _one_device(data: Path, embedding: str, output: Path) -> Path:
+    from helpers import ftk_cli
+
+    result = ftk_cli(*_run_command(data, embedding, output, "--epochs", "3",
+                                   "--distribute", "none")[1:])
+    assert result.exit_code == 0, result.output
+    return output
 
 
 @pytest.fixture(scope="module")
 def one_device(topics, embedding, tmp_path_factory) -> Path:
-    from helpers import ftk_cli
+    return _one_device(topics, embedding, tmp_path_factory.mktemp("one_device") / "run")
 
-    output = tmp_path_factory.mktemp("one_device") / "run"
-    result = ftk_cli(*_run_command(topics, embedding, output, "--epochs", "3",
-                                   "--distribute", "none")[1:])
-    assert result.exit_code == 0, result.output
-    return output
+
+@pytest.fixture(scope="module")
+def records(topics, tmp_path_factory) -> Path:
+    """The topics as four TFRecord files: workers stream them."""
+    import ftk
+
+    folder = tmp_path_factory.mktemp("records") / "topics"
+    ftk.to_tfrecord("text_classification", topics, folder, shards=4)
+    return folder
 
 
 def test_mirrored_replicas_on_two_cpus_compute_what_one_device_does(topics, embedding, tmp_path):
@@ -161,12 +174,14 @@ def test_two_workers_train_as_one_device_and_only_the_chief_writes(two_workers, 
 
 
 @needs_namespace
-def test_a_killed_worker_is_survived_by_resuming(topics, embedding, two_workers, tmp_path):
-    """SIGKILL worker 1 after epoch 2, then start the same job with --resume:
-    every worker continues from the last checkpoint and the run finishes with
-    the uninterrupted run's result."""
-    command = _run_command(topics, embedding, tmp_path / "run", "--epochs", "3")
-    code, output = _launch(2, command, tmp_path / "tmp", kill=(1, "Epoch 2/3"))
+def test_a_killed_worker_is_survived_by_resuming(records, embedding, tmp_path):
+    """Two workers streaming TFRecords: SIGKILL worker 1 after epoch 2, then
+    start the same job with --resume: every worker continues from the last
+    checkpoint and the run finishes with the uninterrupted result."""
+    whole = _history(_one_device(records, embedding, tmp_path / "one_device"))
+    command = _run_command(records, embedding, tmp_path / "run", "--epochs", "3")
+    # Once the chief has logged epoch 2, it has checkpointed it.
+    code, output = _launch(2, command, tmp_path / "tmp", kill=(1, "[worker 0] Epoch 2/3"))
     assert code != 0
     assert "[launch] worker 1 exited with -9; stopping the others." in output
     assert "Error: Worker 0 lost contact with the others" in output or "[worker 0] Epoch 3/3" not in output
@@ -174,8 +189,11 @@ def test_a_killed_worker_is_survived_by_resuming(topics, embedding, two_workers,
     assert code == 0, output[-4000:]
     assert "[worker 1] Resuming from epoch 2 of 3." in output
     assert "[worker 0] Resuming from epoch 2 of 3." in output
-    resumed, whole = _history(tmp_path / "run"), _history(two_workers[0])
+    resumed = _history(tmp_path / "run")
     assert [row["epoch"] for row in resumed] == [0, 1, 2]
+    # Before the kill, the job computed what one device does on the same records.
+    assert [row["loss"] for row in resumed[:2]] == pytest.approx(
+        [row["loss"] for row in whole[:2]], abs=LOSS_TOLERANCE)
     # Resuming restarts the data pipeline, so the last epoch's batches differ a little.
     assert resumed[-1]["loss"] == pytest.approx(whole[-1]["loss"], abs=0.02)
     assert resumed[-1]["val_accuracy"] == pytest.approx(whole[-1]["val_accuracy"], abs=0.1)

@@ -92,6 +92,17 @@ def test_evaluate_scores_another_file(detector, shapes):
     assert json_out(result)["map"] == json.loads((detector / "metrics.json").read_text())["map"]
 
 
+def test_evaluate_scores_tfrecords_as_the_annotations_they_came_from(detector, shapes, tmp_path):
+    written = ftk_cli("data", "to-tfrecord", "detection", "--data", str(shapes["test"]),
+                      "--output", str(tmp_path / "records"), "--shards", "2")
+    assert written.exit_code == 0, written.output
+    from_records = ftk_cli("evaluate", str(detector), "--data", str(tmp_path / "records"))
+    assert from_records.exit_code == 0, from_records.output
+    from_file = ftk_cli("evaluate", str(detector), "--data", str(shapes["test"]))
+    # The same images and boxes, fed in another order: the same COCO evaluation.
+    assert json_out(from_records) == json_out(from_file)
+
+
 def test_a_backbone_without_feature_maps_is_refused(tmp_path, shapes):
     from ftk import testing
 

@@ -122,6 +122,16 @@ def test_evaluate_scores_a_folder_through_the_export(trained, colours):
     assert json_out(result)["accuracy"] == json.loads((trained / "metrics.json").read_text())["accuracy"]
 
 
+def test_evaluate_scores_tfrecords_as_the_folder_they_came_from(trained, colours, tmp_path):
+    written = ftk_cli("data", "to-tfrecord", "image_classification", "--data",
+                      str(colours["test"]), "--output", str(tmp_path / "records"))
+    assert written.exit_code == 0, written.output
+    from_records = ftk_cli("evaluate", str(trained), "--data", str(tmp_path / "records"))
+    assert from_records.exit_code == 0, from_records.output
+    from_folder = ftk_cli("evaluate", str(trained), "--data", str(colours["test"]))
+    assert json_out(from_records) == json_out(from_folder)
+
+
 def test_csv_with_relative_paths_and_dict_backbone(tmp_path, colours):
     from ftk import testing
 

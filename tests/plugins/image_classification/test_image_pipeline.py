@@ -27,7 +27,7 @@ def images(tmp_path) -> list[str]:
 
 def _batches(preprocessor, paths, *, training, seed=0):
     dataset = make_dataset(paths, np.arange(len(paths), dtype=np.int32), preprocessor, 3,
-                           training=training, seed=seed)
+                           training=training, seed=seed, read_files=True)
     return [(x.numpy(), y.numpy()) for x, y in dataset]
 
 
@@ -68,9 +68,9 @@ def test_decoded_images_are_kept_in_memory_when_they_fit(images):
     preprocessor = ClassificationPreprocessor(16, None)
     targets = np.arange(len(images), dtype=np.int32)
     cached = make_dataset(images, targets, preprocessor, 4, training=True, shuffle=True,
-                          seed=5, cache_mb=1)
+                          seed=5, cache_mb=1, read_files=True)
     streamed = make_dataset(images, targets, preprocessor, 4, training=True, shuffle=True,
-                            seed=5)
+                            seed=5, read_files=True)
     first = _epochs(cached, 1)
     expected = _epochs(streamed, 3)
     assert _has_cache(cached) and not _has_cache(streamed)
@@ -92,7 +92,8 @@ def test_augmented_or_oversized_inputs_are_streamed(images):
     targets = np.arange(len(images), dtype=np.int32)
     for preprocessor, cache_mb in ((ClassificationPreprocessor(16, AUGMENTATION), 100),
                                    (ClassificationPreprocessor(512, None), 1)):
-        dataset = make_dataset(images, targets, preprocessor, 3, training=True, cache_mb=cache_mb)
+        dataset = make_dataset(images, targets, preprocessor, 3, training=True, cache_mb=cache_mb,
+                               read_files=True)
         assert not _has_cache(dataset)
 
 
