@@ -180,13 +180,13 @@ def main() -> None:
         data = write_topic_csv(workdir / "data" / "train.csv", args.examples, seed=0)
         backbone = args.backbone or tiny_bert(workdir / "tiny-bert", vocabulary(data))
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        spec = {"task": "text_classification", "data": str(data), "backbone": str(backbone),
+                "epochs": args.epochs, "batch_size": args.batch_size, "set": SETTINGS,
+                "overwrite": True}
         results = {}
         for setup in SETUPS:
-            spec = {"task": "text_classification", "data": str(data), "backbone": str(backbone),
-                    "epochs": args.epochs, "batch_size": args.batch_size, "set": SETTINGS,
-                    "output_dir": str(workdir / "runs" / setup), "overwrite": True}
-            results[setup] = run_setup(setup, spec, args.examples, env, args.timeout,
-                                       workdir / "logs")
+            results[setup] = run_setup(setup, {**spec, "output_dir": str(workdir / "runs" / setup)},
+                                       args.examples, env, args.timeout, workdir / "logs")
             print(f"[{setup}] {results[setup]['examples_per_second']:.1f} examples/s",
                   file=sys.stderr, flush=True)
         print_report(results, args.examples, spec)

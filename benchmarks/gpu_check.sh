@@ -226,11 +226,12 @@ from importlib.metadata import version
 jsonl, count, batch, epochs = sys.argv[1:]
 rows = [json.loads(line) for line in open(jsonl, encoding="utf-8")]
 try:
-    gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                          capture_output=True, text=True).stdout.split("\n")[0] or "no GPU"
+    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.split("\n")[0]
 except FileNotFoundError:
-    gpus = "no GPU"
-print(f"Machine: {count} x {gpus}, TensorFlow {version('tensorflow')}, Python {platform.python_version()}; global batch {batch}, "
+    gpu = ""
+devices = f"{count} x {gpu or 'GPU'}" if count != "0" else "no GPU (mirrored over the CPU)"
+print(f"Machine: {devices}, TensorFlow {version('tensorflow')}, Python {platform.python_version()}; global batch {batch}, "
       f"{epochs} epochs, trainable backbone, examples/s over epochs 2+\n")
 print("| backbone | measurement | precision | XLA | replicas | examples/s "
       "| vs float32 without XLA | final training loss |")
@@ -241,7 +242,7 @@ for row in rows:
     what = "train (`ftk run`)" if row["measure"] == "train" else "frozen forward ceiling"
     rate, base = row.get("examples_per_second"), plain.get(row["preset"])
     cells = [row["preset"], what, row["precision"], row["xla"], str(row.get("replicas", "-")),
-             f"{rate:.1f}" if rate else f"failed: {row.get('error', '?')}",
+             f"{rate:.1f}" if rate else f"failed: {row.get('error', '?').replace('|', '/')}",
              f"{rate / base:.2f}x" if rate and base and row["measure"] == "train" else "-",
              f"{row['final_loss']:.4f}" if "final_loss" in row else "-"]
     print("| " + " | ".join(cells) + " |")

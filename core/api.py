@@ -74,18 +74,15 @@ def run(
     resolved["task"] = task_name
     task = task_type(resolved)
     check_run_config(task)
-    # Before anything else runs TensorFlow: a multi-worker job sets it up at startup.
-    from ftk.distribute import distribution
+    from ftk.distribute import distribution, read_cluster, writes_run
 
-    train = resolved["train"]
-    placement = distribution(train["distribute"], connect_timeout=train["connect_timeout"])
-    placement.check_batch(train["batch_size"])
+    train, cluster = resolved["train"], read_cluster()
     if not resolved["data"]["train"]:
         _use_demo_data(task, resolved)
-    if placement.workers > 1 and resolved["output_dir"] is None:
+    if cluster is not None and len(cluster.workers) > 1 and resolved["output_dir"] is None:
         raise FtkError("A multi-worker run needs --output naming its run directory, the same "
                        "folder on every worker (a volume they share, for --resume).")
-    if placement.writes:
+    if writes_run(train["distribute"], cluster):
         run = RunDirectory.create(resolved["output_dir"], task_name, resume=resume,
                                   overwrite=overwrite)
     else:
@@ -93,7 +90,11 @@ def run(
     resolved["output_dir"] = str(run.final_path)
     from ftk.runner import execute
 
+    placement = None
     try:
+        # Before anything else runs TensorFlow: a multi-worker job sets it up at startup.
+        placement = distribution(train["distribute"], connect_timeout=train["connect_timeout"])
+        placement.check_batch(train["batch_size"])
         result = execute(task, run, registry, placement, resume=resume)
         run.finish()
     except BaseException as error:
@@ -106,11 +107,13 @@ def run(
 
 def _raise_if_worker_lost(error: BaseException, placement: Any) -> None:
     """A multi-worker job whose peer stopped answering ends with what to do."""
+    if placement is None or placement.workers < 2:
+        return
     import tensorflow as tf
 
     lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
             tf.errors.CancelledError)
-    if placement.workers > 1 and isinstance(error, lost):
+    if isinstance(error, lost):
         from ftk.errors import first_line
 
         raise FtkError(

@@ -70,7 +70,8 @@ def load_splits(task: Task) -> Splits:
 
 def make_dataset(inputs: Any, targets: Any, preprocessor: Preprocessor, batch_size: int, *,
                  training: bool = False, shuffle: bool = False, seed: int = 0,
-                 cache_mb: float = 0, read_files: bool = False) -> Any:
+                 cache_mb: float = 0, read_files: bool = False,
+                 shard: tuple[int, int] | None = None) -> Any:
     """Batch, preprocess in parallel inside tf.data, and prefetch.
 
     `inputs` are raw inputs with their encoded `targets`, in memory, or a
@@ -90,6 +91,12 @@ def make_dataset(inputs: Any, targets: Any, preprocessor: Preprocessor, batch_si
     epoch, so files are read and decoded once. They are shuffled after the
     cache with the same seed, so the batches are those of the uncached order.
     In-memory data is shuffled whole; streamed records through a bounded buffer.
+
+    Every dataset is marked to be split over a multi-worker job by example
+    (`sharded_by_example`), except with `shard=(workers, worker)`: then this
+    worker streams only its share of the record files, without end (the
+    trainer counts an epoch's steps), and the job's batches are drawn from
+    every worker's share.
     """
     import tensorflow as tf
 
@@ -97,6 +104,10 @@ def make_dataset(inputs: Any, targets: Any, preprocessor: Preprocessor, batch_si
     streamed = isinstance(inputs, RecordSource)
 
     def source(shuffled: bool) -> Any:
+        if streamed and shard:
+            workers, worker = shard
+            return inputs.dataset(shuffle=shuffled, seed=seed, workers=workers,
+                                  worker=worker).repeat()
         if streamed:
             return inputs.dataset(shuffle=shuffled, seed=seed)
         raw = tf.data.Dataset.from_tensor_slices(np.asarray(inputs, dtype=object).astype(str)
@@ -122,7 +133,8 @@ def make_dataset(inputs: Any, targets: Any, preprocessor: Preprocessor, batch_si
                 num_parallel_calls=tf.data.AUTOTUNE)
 
         size = _size_mb(load(source(False)).element_spec, count)
-        if (not training or not preprocessor.augments) and size is not None and size <= cache_mb:
+        if (not training or not preprocessor.augments) and size is not None and size <= cache_mb \
+                and not shard:
             dataset = load(source(False)).cache()
             if shuffle:
                 dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
@@ -133,7 +145,18 @@ def make_dataset(inputs: Any, targets: Any, preprocessor: Preprocessor, batch_si
         dataset = tf.data.Dataset.zip((dataset, _seeds(seed + 1)))
         dataset = dataset.map(lambda batch, pair: preprocessor.augment_batch(*batch, pair),
                               num_parallel_calls=tf.data.AUTOTUNE)
-    return sharded_by_example(dataset.prefetch(tf.data.AUTOTUNE))
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    if shard:
+        return dataset.with_options(_auto_shard(tf.data.experimental.AutoShardPolicy.OFF))
+    return sharded_by_example(dataset)
+
+
+def _auto_shard(policy: Any) -> Any:
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy
+    return options
 
 
 def sharded_by_example(dataset: Any) -> Any:
@@ -143,9 +166,7 @@ def sharded_by_example(dataset: Any) -> Any:
     shuffle is seeded, so every worker's order is the same)."""
     import tensorflow as tf
 
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
+    return dataset.with_options(_auto_shard(tf.data.experimental.AutoShardPolicy.DATA))
 
 
 def _size_mb(spec: Any, count: int) -> float | None:

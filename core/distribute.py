@@ -99,11 +99,23 @@ def read_cluster(environ: Mapping[str, str] = os.environ) -> Cluster | None:
     return Cluster(spec, task_type, index)
 
 
+def _auto_multi_worker(cluster: Cluster | None) -> bool:
+    return cluster is not None and len(cluster.workers) > 1
+
+
+def writes_run(setting: str, cluster: Cluster | None) -> bool:
+    """Whether this process writes the run directory: every process but the
+    workers of a multi-worker job other than its chief. Known before
+    TensorFlow starts, as `Distribution.writes` is after."""
+    multi_worker = setting == "multi_worker" or (setting == "auto" and _auto_multi_worker(cluster))
+    return not multi_worker or cluster is None or cluster.is_chief
+
+
 def choose_kind(setting: str, cluster: Cluster | None) -> tuple[str, str]:
     """The strategy `train.distribute` asks for, and why (for the log)."""
     if setting != "auto":
         return setting, f"train.distribute is {setting}"
-    if cluster is not None and len(cluster.workers) > 1:
+    if _auto_multi_worker(cluster):
         return "multi_worker", f"TF_CONFIG names {len(cluster.workers)} workers"
     import tensorflow as tf
 

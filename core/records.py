@@ -166,6 +166,14 @@ class RecordSource:
                 RecordSource(self.path, self.manifest, self.shards, every=every, held_out=True,
                              part="validation"))
 
+    def check_shardable(self, workers: int) -> None:
+        """Each of a job's workers streams a share of the files: it needs one at least."""
+        if len(self.shards) < workers:
+            raise DataError(
+                f"{self.path} has {len(self.shards)} TFRecord file(s), fewer than the job's "
+                f"{workers} workers, which each read a share of the files. Write it again with "
+                f"`ftk data to-tfrecord ... --shards N`, N a multiple of {workers}.")
+
     def check_targets(self, space: Any) -> None:
         """The records were encoded in one target space; training needs it to be the run's."""
         if self.manifest["targets"] != space.to_json():

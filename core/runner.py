@@ -74,7 +74,7 @@ def execute(task: Task, run: RunDirectory, registry: Registry, placement: Any, *
         run.write_text(name, text)
     log.info(f"Training {task.name} on {len(inputs.splits.train)} examples "
              f"({task.space.summary() or task.space.kind}) with backbone {backbone.name} ...")
-    history = train_model(task, parts, inputs, run, resume=resume)
+    history = train_model(task, parts, inputs, run, resume=resume, placement=placement)
 
     metadata = {"task": task.name, "backbone": backbone.name, "targets": task.space.to_json(),
                 "config": saved_config(config, registry.backbones)}

@@ -54,7 +54,8 @@ def plan_phases(config: Mapping[str, Any]) -> list[Phase]:
 def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: Any,
           metrics_factory: Any, config: Mapping[str, Any], run: RunDirectory,
           steps_per_epoch: int, resume: bool, direction: Any,
-          feature_cache: FeatureCache | None = None) -> dict[str, list[float]]:
+          feature_cache: FeatureCache | None = None,
+          repeats: bool = False) -> dict[str, list[float]]:
     """Fit `model` through every phase; returns the per-epoch history.
 
     A phase with a frozen backbone trains on `feature_cache`'s datasets when
@@ -63,6 +64,8 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     Args:
         direction: `(monitor) -> "min" | "max"`, the task's metric directions;
             `checkpoints/best` and early stopping keep what is best by it.
+        repeats: `train_data` repeats without end, so an epoch is
+            `steps_per_epoch` steps (a multi-worker job's own share of records).
 
     Raises:
         FtkError: the loss became NaN or Inf.
@@ -110,6 +113,7 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
         model.fit(
             data[0],
             validation_data=data[1],
+            steps_per_epoch=steps_per_epoch if repeats and data[0] is train_data else None,
             initial_epoch=max(done, phase.start),
             epochs=phase.end,
             callbacks=_callbacks(guard, checkpointer, monitor, lower_is_better, train_config, run),
@@ -211,27 +215,38 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 
 def train_model(task: Any, parts: Any, inputs: Any, run: RunDirectory, *,
-                resume: bool) -> dict[str, list[float]]:
+                resume: bool, placement: Any = None) -> dict[str, list[float]]:
     """Train a built model on a run's inputs; the feature cache lives for
-    this call only."""
+    this call only. In a multi-worker job (`placement`), training records
+    are split by file between the workers."""
     from ftk.data import make_dataset
+    from ftk.records import RecordSource
 
     config = task.config
     seed, batch_size = config["train"]["seed"], config["train"]["batch_size"]
     memory = config["train"]["cache_memory_mb"]
     validation, files = inputs.validation, task.file_inputs
+    shard = None
+    if isinstance(inputs.splits.train, RecordSource) and placement and placement.workers > 1:
+        shard = (placement.workers, placement.cluster.rank)
+        inputs.splits.train.check_shardable(placement.workers)
+        mine = len(inputs.splits.train.shards[shard[1]::shard[0]])
+        log.info(f"Worker {shard[1]} streams {mine} of the {len(inputs.splits.train.shards)} "
+                 "training files; an epoch is the steps one pass over all of them takes.")
     feature_cache = FeatureCache(
         parts.model, parts.preprocessor, inputs.train, validation,
         setting=config["train"]["cache_features"], batch_size=batch_size, seed=seed,
         memory_mb=memory, folder=run.cache, read_files=files)
     train_data = make_dataset(*inputs.train, parts.preprocessor, batch_size, training=True,
-                              shuffle=True, seed=seed, cache_mb=memory, read_files=files)
+                              shuffle=True, seed=seed, cache_mb=memory, read_files=files,
+                              shard=shard)
     validation_data = None if validation is None else make_dataset(
         *validation, parts.preprocessor, batch_size, cache_mb=memory, read_files=files)
     try:
         return train(parts.model, train_data, validation_data, loss=parts.loss,
                      metrics_factory=task.build_metrics, config=config, run=run,
                      steps_per_epoch=-(-len(inputs.splits.train) // batch_size), resume=resume,
-                     direction=task.direction, feature_cache=feature_cache)
+                     direction=task.direction, feature_cache=feature_cache,
+                     repeats=shard is not None)
     finally:
         feature_cache.remove()
