@@ -291,7 +291,9 @@ def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
 
 def main() -> None:
     """Console-script entry point: add plugin commands, then run."""
-    if "--debug" not in sys.argv:
+    # The launcher only relays its workers' lines; and a process with a second
+    # thread cannot enter a new user namespace (`launch --private-network`).
+    if "--debug" not in sys.argv and "launch" not in sys.argv[1:3]:
         from ftk.log import filter_native_noise
 
         filter_native_noise()

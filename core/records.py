@@ -175,9 +175,13 @@ class RecordSource:
                 f"`ftk data to-tfrecord ... --shards N`, N a multiple of {workers}.")
 
     def check_targets(self, space: Any) -> None:
-        """The records were encoded in one target space; training needs it to be the run's."""
-        if self.manifest["targets"] != space.to_json():
-            written = type(space).from_json(self.manifest["targets"])
+        """The records were encoded in one target space; training needs it to
+        be the run's: the same files describing the outputs (`labels.txt`),
+        or for a space without such files, the same space."""
+        written = type(space).from_json(self.manifest["targets"])
+        same = (written.files() == space.files() if space.files()
+                else self.manifest["targets"] == space.to_json())
+        if not same:
             raise DataError(
                 f"{self.path} was written with other targets "
                 f"({written.summary() or written.kind}) than the training data has ({space.summary() or space.kind}). Write every split "

@@ -57,6 +57,11 @@ def execute(task: Task, run: RunDirectory, registry: Registry, placement: Any, *
     # Keras's per-batch timing and config-serialisation warnings are noise here.
     tf.get_logger().setLevel("ERROR")
     inputs = prepare_inputs(task)
+    if resume:
+        check_same_targets(task, run)
+    # Before any variable exists: a multi-worker strategy sends each variable's
+    # first value from the chief, which workers of other shapes cannot take.
+    placement.agree(job_facts(task, inputs, run, registry))
     backbone = resolve_backbone(config["backbone"]["handle"] or task.default_backbone,
                                 registry.backbones, preprocessor=config["backbone"]["preprocessor"])
     # Seeds make CPU runs repeatable. Seeded after the backbone is resolved, so a
@@ -65,9 +70,6 @@ def execute(task: Task, run: RunDirectory, registry: Registry, placement: Any, *
     # whose dropout ops were saved without a seed.
     keras.utils.set_random_seed(config["train"]["seed"])
     parts = build_model(task, backbone, inputs, placement.strategy)
-    if resume:
-        check_same_targets(task, run)
-    placement.agree(job_facts(task, inputs, run, registry))
     # Written once the model has proved buildable, so a bad value needs no --overwrite.
     run.write_text(CONFIG_FILE, config_lib.dump(saved_config(config, registry.backbones)))
     for name, text in task.space.files().items():

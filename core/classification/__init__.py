@@ -87,11 +87,15 @@ class ClassSpace(TargetSpace):
         return f"{self.num_classes} classes" + (", multi-label" if self.multi_label else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "classes": list(self.classes), "multi_label": self.multi_label}
+        # Counts travel too: `loss.class_weights: balanced` needs them when the
+        # space is read back from a TFRecord manifest.
+        counts = None if self.counts is None else self.counts.tolist()
+        return {"kind": self.kind, "classes": list(self.classes), "multi_label": self.multi_label,
+                "counts": counts}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ClassSpace":
-        return cls(data["classes"], bool(data.get("multi_label", False)))
+        return cls(data["classes"], bool(data.get("multi_label", False)), data.get("counts"))
 
 
 def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:

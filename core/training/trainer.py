@@ -67,6 +67,9 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
         repeats: `train_data` repeats without end, so an epoch is
             `steps_per_epoch` steps (a multi-worker job's own share of records).
 
+    Returns:
+        The history; empty for a process that does not write the run.
+
     Raises:
         FtkError: the loss became NaN or Inf.
     """
@@ -131,6 +134,10 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
         done = phase.end
         if model.stop_training:
             break  # early stopping ends the run, not only the phase
+    if not run.writes:
+        # The chief's folder may be mid-swap, or (with --overwrite) an earlier
+        # run's: this worker's weights and history matter to no one.
+        return {}
     if (folder / "best").exists():
         tf.train.Checkpoint(model=model).read(str(folder / "best" / CHECKPOINT_PREFIX)).expect_partial()
     return read_history(run.file(HISTORY_FILE))

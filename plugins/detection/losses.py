@@ -75,9 +75,10 @@ class DetectionLoss(keras.losses.Loss):
     the GIoU loss of the positives weighted by their centerness targets, over
     the sum of those targets; plus `centerness_weight` times the centerness
     cross-entropy summed over positives, over `max(positives, 1)`. Positives
-    are counted over the whole batch. `call` returns that scalar and the
-    reduction is SUM, so calling the loss returns it unchanged (also under a
-    `tf.distribute` strategy, where it is the loss of one replica's batch).
+    are counted over the whole batch (one replica's part of it under a
+    `tf.distribute` strategy). `call` returns that scalar; calling the loss
+    returns it unchanged, and in `Model.compile` Keras averages it over the
+    replicas.
     Per-example `sample_weight` is not supported.
 
     Args:
@@ -106,7 +107,10 @@ class DetectionLoss(keras.losses.Loss):
                  scale_ranges: Sequence[Sequence[float]] = DEFAULT_SCALE_RANGES,
                  center_radius: float = DEFAULT_CENTER_RADIUS, name: str = "detection_loss",
                  **kwargs: Any):
-        kwargs.setdefault("reduction", keras.losses.Reduction.SUM)
+        # The value is one scalar, so averaging it over its one element leaves it
+        # as it is; under a tf.distribute strategy Keras then divides it by the
+        # replica count, so that the replicas' summed gradients are their mean.
+        kwargs.setdefault("reduction", keras.losses.Reduction.SUM_OVER_BATCH_SIZE)
         super().__init__(name=name, **kwargs)
         self.points = np.asarray(points, np.float32)
         self.level_ids = np.asarray(level_ids, np.int32)

@@ -156,6 +156,20 @@ def test_a_glob_reads_some_files_of_a_folder(text_records):
     assert sum(1 for _ in some.dataset()) == len(some)
 
 
+def test_workers_stream_disjoint_shares_and_validation_streams_its_count(text_records):
+    from ftk.records import read_records
+
+    source = read_records(str(text_records["records"]["train"]))
+    texts = lambda dataset: [raw.numpy() for raw, _ in dataset]  # noqa: E731
+    shares = [texts(source.dataset(workers=2, worker=i)) for i in (0, 1)]
+    assert not set(shares[0]) & set(shares[1])
+    assert sorted(shares[0] + shares[1]) == sorted(texts(source.dataset()))
+    train, validation = source.split(0.1)
+    held_out, kept = texts(validation.dataset()), texts(train.dataset())
+    assert (len(held_out), len(kept)) == (len(validation), len(train))
+    assert sorted(held_out + kept) == sorted(texts(source.dataset()))
+
+
 @pytest.mark.parametrize("total, every", [(54, 10), (7, 2), (1000, 3)])
 def test_a_validation_stride_counts_what_it_streams(tmp_path, total, every):
     from ftk.records import RecordShard, RecordSource, _multiples
