@@ -370,10 +370,14 @@ def _check_export_target(output: Path, format: str) -> None:
 def to_tfrecord(task: str, data: str | Path, output: str | Path, *, shards: int = 8,
                 config: str | Path | Mapping[str, Any] | Sequence[str | Path] | None = None,
                 set: Sequence[str] | Mapping[str, Any] | None = None, seed: int = 42,
+                targets_of: str | Path | None = None,
                 plugins: Sequence[str] = ()) -> dict[str, Any]:
     """Write a data source as sharded TFRecord files for streaming (`ftk data
     to-tfrecord`): raw inputs (texts, image bytes) with their encoded targets,
     and a manifest. Read with the task's own reader and `data` settings.
+    `targets_of` names training records whose target space (classes) the
+    targets are encoded in: how a validation or test set is written, even
+    one lacking some of the training classes.
 
     Returns:
         The manifest (also `output/manifest.json`).
@@ -401,11 +405,21 @@ def to_tfrecord(task: str, data: str | Path, output: str | Path, *, shards: int 
             not target.is_dir() or any(target.iterdir())):
         raise FtkError(f"{target} exists and is not earlier TFRecord output; choose another "
                        "--output or remove it first.")
+    space = None
+    if targets_of is not None:
+        from ftk.records import read_records
+
+        training = read_records(str(targets_of))
+        if training.manifest.get("task") != task:
+            raise FtkError(f"{targets_of} holds {training.manifest.get('task')} records, not "
+                           f"{task} records.")
+        space = task_type.space_type.from_json(training.manifest["targets"])
     examples = read_examples(task_object, str(data))
     from ftk import progress
 
     with progress.timed(f"Writing {len(examples)} examples of {data} as {shards} TFRecord file(s)"):
-        return write_records(task_object, examples, target, shards=shards, seed=seed)
+        return write_records(task_object, examples, target, shards=shards, seed=seed,
+                             space=space)
 
 
 def default_config(task: str, *, plugins: Sequence[str] = ()) -> dict[str, Any]:

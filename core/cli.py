@@ -203,16 +203,20 @@ def data() -> None:
 @click.option("--output", required=True, help="The folder to write (replaced whole).")
 @click.option("--shards", type=int, default=8, show_default=True,
               help="How many files (at least the number of workers that will read them).")
+@click.option("--targets-of", metavar="RECORDS",
+              help="Encode targets in the classes of these training records (for a "
+                   "validation or test set).")
 @click.option("--config", "configs", multiple=True, help="YAML config file (its data settings).")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Override one config key, e.g. data.text_column=review (repeatable).")
 @PLUGIN_OPTION
-def to_tfrecord(task: str, source: str, output: str, shards: int, configs: tuple[str, ...],
-                assignments: tuple[str, ...], plugins: tuple[str, ...]) -> None:
+def to_tfrecord(task: str, source: str, output: str, shards: int, targets_of: str | None,
+                configs: tuple[str, ...], assignments: tuple[str, ...],
+                plugins: tuple[str, ...]) -> None:
     """Write TASK's data as sharded TFRecord files and a manifest (JSON out);
     `ftk run --data OUTPUT` then streams them."""
     manifest = api.to_tfrecord(task, source, output, shards=shards, config=list(configs),
-                               set=list(assignments), plugins=plugins)
+                               set=list(assignments), targets_of=targets_of, plugins=plugins)
     click.echo(json.dumps({key: manifest[key] for key in ("task", "source", "examples", "files")},
                           indent=2))
 

@@ -48,8 +48,11 @@ def is_records(path: str) -> bool:
 
 # Writing ------------------------------------------------------------------
 def write_records(task: Any, examples: Any, output: str | Path, *, shards: int,
-                  seed: int) -> dict[str, Any]:
+                  seed: int, space: Any = None) -> dict[str, Any]:
     """Write `examples` (read by `task`) as `shards` TFRecord files in `output`.
+
+    Targets are encoded in `space` when given (the training records' space,
+    for a validation or test set), else in the space of `examples` themselves.
 
     Examples are shuffled (seeded) before they are dealt into files, so every
     file holds a mix of the classes and any stride through them is a fair
@@ -65,7 +68,7 @@ def write_records(task: Any, examples: Any, output: str | Path, *, shards: int,
     if shards < 1:
         raise DataError(f"--shards must be at least 1. Received: {shards}")
     shards = min(shards, len(examples))
-    space = task.build_target_space(examples)
+    space = space or task.build_target_space(examples)
     task.space = space
     targets = task.encode_targets(examples)
     structure = _target_structure(targets)
@@ -165,6 +168,11 @@ class RecordSource:
                              part="train"),
                 RecordSource(self.path, self.manifest, self.shards, every=every, held_out=True,
                              part="validation"))
+
+    def shares(self, workers: int) -> list[int]:
+        """Examples in each worker's share of the files (worker i: files i, i + N, ...)."""
+        return [sum(self._kept(shard) for shard in self.shards[worker::workers])
+                for worker in range(workers)]
 
     def check_shardable(self, workers: int) -> None:
         """Each of a job's workers streams a share of the files: it needs one at least."""

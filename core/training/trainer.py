@@ -240,6 +240,12 @@ def train_model(task: Any, parts: Any, inputs: Any, run: RunDirectory, *,
         mine = len(inputs.splits.train.shards[shard[1]::shard[0]])
         log.info(f"Worker {shard[1]} streams {mine} of the {len(inputs.splits.train.shards)} "
                  "training files; an epoch is the steps one pass over all of them takes.")
+        shares = inputs.splits.train.shares(shard[0])
+        if max(shares) > 1.1 * min(shares):
+            log.warning(f"The workers' shares of the training files hold {min(shares)} to "
+                        f"{max(shares)} examples, so each worker takes the same number from its "
+                        "share and the smaller shares' examples count more. Write the records "
+                        "with a number of files that is a multiple of the workers (--shards).")
     feature_cache = FeatureCache(
         parts.model, parts.preprocessor, inputs.train, validation,
         setting=config["train"]["cache_features"], batch_size=batch_size, seed=seed,

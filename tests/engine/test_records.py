@@ -121,6 +121,30 @@ def test_records_of_other_classes_are_refused_as_validation(text_records, embedd
     assert f"{tmp_path / 'other'} was written with other targets (2 classes)" in result.output
 
 
+def test_a_test_set_is_written_in_the_training_records_classes(text_records, tmp_path):
+    """A set holding one class only, encoded in the training classes; a label
+    the training data lacks is named."""
+    train = Path(text_records["records"]["train"])
+    one_class = tmp_path / "cooking.csv"
+    one_class.write_text("text,label\nbake the flour,cooking\nbutter and garlic,cooking\n",
+                         encoding="utf-8")
+    result = ftk_cli("data", "to-tfrecord", "text_classification", "--data", one_class,
+                     "--output", tmp_path / "test", "--targets-of", train)
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "test" / "manifest.json").read_text())
+    assert written["targets"] == json.loads((train / "manifest.json").read_text())["targets"]
+    from ftk.records import read_records
+
+    targets = [int(t) for _, batch in read_records(str(tmp_path / "test")).batches(4) for t in batch]
+    assert targets == [written["targets"]["classes"].index("cooking")] * 2
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("text,label\na storm,weather\n", encoding="utf-8")
+    result = ftk_cli("data", "to-tfrecord", "text_classification", "--data", unknown,
+                     "--output", tmp_path / "unknown", "--targets-of", train)
+    assert result.exit_code == 1 and "label 'weather' does not occur in the training data" \
+        in result.output
+
+
 def test_records_of_another_task_or_without_manifest_are_named(text_records, tmp_path):
     result = ftk_cli("run", "--task", "image_classification", "--data",
                      text_records["records"]["train"], "--output", tmp_path / "run")
