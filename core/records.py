@@ -149,8 +149,6 @@ class RecordSource:
         self.shards = list(shards)
         self.every, self.held_out = every, held_out
         self.source = f"{path} ({part} part)" if part else path
-        self.declared = None
-        self.file_inputs = bool(manifest.get("file_inputs"))
 
     def __len__(self) -> int:
         return sum(self._kept(shard) for shard in self.shards)
