@@ -13,7 +13,9 @@ import pytest
 pytestmark = pytest.mark.e2e  # whole runs through the CLI or the Python API
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = ("text, frozen", "text, trainable", "image, frozen", "image, trainable")
+# Two of the four cases cover both tasks, the feature cache and a trainable
+# backbone; the other two differ only in the settings these two already pass.
+CASES = ("text, trainable", "image, frozen")
 NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
@@ -34,7 +36,7 @@ def table_rows(printed: str, title: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()[2:]]
 
 
-@pytest.mark.slow  # eleven fresh TensorFlow processes: about 5 minutes on 2 cores
+@pytest.mark.slow  # seven fresh TensorFlow processes: about 3 minutes on 2 cores
 def test_compare_prints_every_case_for_both_tools(tmp_path, isolated_home):
     from ftk import testing
 
@@ -42,7 +44,8 @@ def test_compare_prints_every_case_for_both_tools(tmp_path, isolated_home):
     image = testing.tiny_image_backbone(tmp_path / "image", feature_maps=True)
     result = subprocess.run(
         [sys.executable, "benchmarks/compare.py", "--scale", "0.02", "--text-backbone", bert,
-         "--text-preprocessor", str(Path(bert) / "preprocessor"), "--image-backbone", image],
+         "--text-preprocessor", str(Path(bert) / "preprocessor"), "--image-backbone", image,
+         "--cases", "text_trainable,image_frozen,image_ceiling,image_memory"],
         cwd=ROOT, env={**os.environ, "FTK_HOME": str(isolated_home)},
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
