@@ -160,7 +160,7 @@ def check_run_config(task: Any) -> None:
 
 def evaluate(path: str | Path, data: str | Path, *, batch_size: int | None = None,
              plugins: Sequence[str] = ()) -> dict[str, Any]:
-    """Metrics of a run or export folder on a labelled data file.
+    """Metrics of a run, export folder or TFLite file on a labelled data file.
 
     Example:
         ```python
@@ -178,11 +178,17 @@ def evaluate(path: str | Path, data: str | Path, *, batch_size: int | None = Non
 
 
 def load(path: str | Path, *, plugins: Sequence[str] = ()) -> Any:
-    """Load a run directory or export folder for prediction (`.predict(inputs)`)."""
+    """Load a run directory, export folder or TFLite file (with its sidecar
+    JSON) for prediction (`.predict(inputs)`)."""
     from ftk.serving import read_metadata
-    from ftk.predictor import Predictor, find_export
+    from ftk.predictor import LitePredictor, Predictor, find_export
 
     registry = build_registry(plugins)
+    if Path(path).suffix == ".tflite":
+        from ftk.tflite import read_sidecar
+
+        _, described = read_sidecar(Path(path))
+        return LitePredictor(path, registry.task(described["task"]))
     task_name = read_metadata(find_export(path))["task"]
     return Predictor(path, registry.task(task_name))
 
@@ -305,21 +311,40 @@ def installed_plugins(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:
 
 
 def export(run_dir: str | Path, format: str = "saved_model",
-           output: str | Path | None = None) -> Path:
+           output: str | Path | None = None, *, quantize: str = "none",
+           representative: int = 300, int8_io: bool = False,
+           plugins: Sequence[str] = ()) -> Path:
     """Write a finished run's model as a SavedModel folder or a TFLite file.
 
-    The run already holds `export/`; `saved_model` copies it elsewhere,
-    `tflite` converts its serving signature.
+    The run already holds `export/`; `saved_model` copies it elsewhere.
+    `tflite` converts it to a file TFLite's interpreters run (pixels in for
+    image tasks, texts for BERT-style text), with a sidecar JSON beside it
+    (`NAME.tflite.json`: inputs, outputs, targets, preprocessing) and, for a
+    run with an evaluation split, a table comparing size, latency and main
+    metric with the SavedModel (`NAME.tflite.md`).
+
+    Args:
+        quantize: for `tflite`: `none`, `dynamic` (int8 weights), `float16`
+            or `int8` (weights and activations, calibrated on
+            `representative` training examples).
+        int8_io: with `int8`: int8 inputs and outputs, integer ops only.
+
+    Example:
+        ```python
+        ftk.export("runs/demo", format="tflite", quantize="int8")  # runs/demo/model-int8.tflite
+        ```
     """
     import shutil
 
     from ftk.predictor import find_export
-    from ftk.atomic import building_dir, write_bytes_atomic
+    from ftk.atomic import building_dir
 
     source = find_export(run_dir)
     if output is not None:
         _check_export_target(Path(output), format)
     if format == "saved_model":
+        if quantize != "none" or int8_io:
+            raise FtkError("--quantize and --int8-io apply to --format tflite only.")
         if output is None or Path(output).resolve() == source.resolve():
             return source
         with building_dir(output) as staging:
@@ -327,28 +352,15 @@ def export(run_dir: str | Path, format: str = "saved_model",
         return Path(output)
     if format != "tflite":
         raise FtkError(f"Export format must be saved_model or tflite. Received: {format!r}")
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401  (registers the tokenizer ops exports may use)
+    from ftk.deploy import write_tflite
+    from ftk.serving import read_metadata
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=["serving_default"])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    converter.allow_custom_ops = True
-    try:
-        flatbuffer = converter.convert()
-    except Exception as error:
-        raise FtkError(
-            f"TFLite conversion of {source} failed: {str(error).splitlines()[0]}. "
-            "Use the SavedModel export instead."
-        ) from None
-    if output is None:  # into the run, which owns its files
-        from ftk.rundir import RunDirectory
-
-        target = RunDirectory(run_dir).write_bytes("model.tflite", flatbuffer)
-    else:
-        target = Path(output)
-        write_bytes_atomic(target, flatbuffer)
-    log.warning("The TFLite model keeps TensorFlow ops TFLite lacks (e.g. tensorflow-text "
-                "tokenizers); run it with the Flex delegate and those ops linked in.")
+    run = Path(run_dir) if source != Path(run_dir) else None
+    name = "model.tflite" if quantize == "none" else f"model-{quantize}.tflite"
+    target = Path(output) if output is not None else (run or source.parent) / name
+    task_type = build_registry(plugins).task(read_metadata(source)["task"])
+    write_tflite(source, target, task_type, quantize=quantize, representative=representative,
+                 int8_io=int8_io, run_dir=run)
     return target
 
 

@@ -139,7 +139,7 @@ def run(task: str | None, data: str | None, val_data: str | None, test_data: str
 @click.option("--batch-size", type=int)
 @PLUGIN_OPTION
 def evaluate(path: str, data: str, batch_size: int | None, plugins: tuple[str, ...]) -> None:
-    """Metrics of a run or export folder on labelled data (JSON)."""
+    """Metrics of a run, export folder or TFLite file on labelled data (JSON)."""
     click.echo(json.dumps(api.evaluate(path, data, batch_size=batch_size, plugins=plugins), indent=2))
 
 
@@ -168,10 +168,25 @@ def predict(path: str, inputs: tuple[str, ...], keep_going: bool, plugins: tuple
 @click.argument("run_dir")
 @click.option("--format", "export_format", type=click.Choice(["saved_model", "tflite"]),
               default="saved_model", show_default=True)
-@click.option("--output", help="Where to write (default RUN_DIR/export or RUN_DIR/model.tflite).")
-def export(run_dir: str, export_format: str, output: str | None) -> None:
-    """Export a finished run as a SavedModel or a TFLite file."""
-    click.echo(str(api.export(run_dir, export_format, output)))
+@click.option("--output", help="Where to write (default RUN_DIR/export, or RUN_DIR/model.tflite "
+                               "and RUN_DIR/model-QUANTIZE.tflite).")
+@click.option("--quantize", type=click.Choice(["none", "dynamic", "float16", "int8"]),
+              default="none", show_default=True,
+              help="TFLite weights (dynamic, float16) or weights and activations (int8).")
+@click.option("--representative", type=int, default=300, show_default=True,
+              help="Training examples int8 calibrates on.")
+@click.option("--int8-io", is_flag=True, help="With --quantize int8: int8 inputs and outputs too.")
+@PLUGIN_OPTION
+def export(run_dir: str, export_format: str, output: str | None, quantize: str,
+           representative: int, int8_io: bool, plugins: tuple[str, ...]) -> None:
+    """Export a finished run as a SavedModel or a TFLite file. For TFLite,
+    print a table of size, latency and main metric against the SavedModel."""
+    target = api.export(run_dir, export_format, output, quantize=quantize,
+                        representative=representative, int8_io=int8_io, plugins=plugins)
+    table = target.with_name(target.name + ".md")
+    if export_format == "tflite" and table.is_file():
+        click.echo(table.read_text(encoding="utf-8"))
+    click.echo(str(target))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True,

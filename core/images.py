@@ -283,11 +283,25 @@ class ImagePreprocessor(Preprocessor):
     def from_pixels(self, images: Any) -> Any:
         return resize(images, self.size)
 
+    def from_resized(self, images: Any) -> Any:
+        """Features of pixels already resized to the model's size (the TFLite form)."""
+        return images
+
     def extra_inputs(self) -> dict[str, tuple[Any, Callable[[Any], Any]]]:
         import tensorflow as tf
 
+        # TFLite has no kernel for antialiased resizing, so its form takes
+        # pixels resized outside, as phone image pipelines do anyway.
         return {"pixels": (tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
-                           self.from_pixels)}
+                           self.from_pixels),
+                "tflite": (tf.TensorSpec([None, self.size, self.size, 3], tf.float32,
+                                         name="images"), self.from_resized)}
+
+    def tflite_input(self) -> tuple[str, dict[str, Any]]:
+        return "tflite", {
+            "images": f"float32 RGB in [0, 1], [batch, {self.size}, {self.size}, 3]: each "
+                      f"image resized to {self.size}x{self.size} first (bilinear, antialiased)",
+            "size": self.size}
 
     def load_example(self, encoded: Any, target: Any, seed: Any, training: bool) -> tuple[Any, Any]:
         """Decode one image file's bytes; `seed` ([2] int64) drives augmentation."""
@@ -319,6 +333,28 @@ def prediction_batches(inputs: Any, batch_size: int,
         yield "", [checked_image(item, "An encoded image", max_pixels) if isinstance(item, bytes)
                    else read_image_bytes(item, max_pixels) for item in items[start:end]]
         start = end
+
+
+def pixel_batches(inputs: Any, size: int, batch_size: int,
+                  max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Image tasks' `Task.tflite_batches`: inputs decoded and resized as the
+    export's `serving_default` does it, as float32 `[n, size, size, 3]`
+    batches, each with the images' own `[n, 2]` heights and widths."""
+    import tensorflow as tf
+
+    items = input_list(inputs)
+    for start in range(0, len(items), batch_size):
+        images, sizes = [], []
+        for item in items[start:start + batch_size]:
+            if isinstance(item, np.ndarray):
+                image = tf.constant(pixels(item))
+            else:
+                data = (checked_image(item, "An encoded image", max_pixels)
+                        if isinstance(item, bytes) else read_image_bytes(item, max_pixels))
+                image = decode_image(tf.constant(data))
+            sizes.append(image.shape[:2])
+            images.append(resize(image, size).numpy())
+        yield np.stack(images), np.asarray(sizes, np.float32)
 
 
 def pixels(array: np.ndarray) -> np.ndarray:

@@ -129,8 +129,10 @@ class Predictor:
         batches = self.task.prediction_batches(inputs, batch_size)
         if progress is not None:
             batches = display.track(batches, -(-len(inputs) // batch_size), progress)
+        # Exports of earlier versions named `predict` functions `serve`.
+        attribute = "predict" if function == "serve" and hasattr(self._module, "predict") else function
         for form, batch in batches:
-            call = getattr(self._module, f"{function}_{form}" if form else function)
+            call = getattr(self._module, f"{attribute}_{form}" if form else attribute)
             yield {key: value.numpy() for key, value in call(tf.constant(batch)).items()}
 
 
@@ -139,3 +141,66 @@ def _reason(error: Exception) -> str:
     if isinstance(error, FtkError):
         return str(error)
     return f"{type(error).__name__}: {first_line(error)}"
+
+
+class LitePredictor(Predictor):
+    """Predictions from a TFLite file `ftk export --format tflite` wrote,
+    through LiteRT's interpreter; `predict`, `raw_outputs` and
+    `prediction_arrays` behave as the SavedModel's.
+
+    The file's inputs are made as its sidecar says (`Task.tflite_batches`),
+    int8 inputs and outputs are (de)quantised here, and the task finishes
+    what the file leaves (`Task.tflite_outputs`).
+    """
+
+    def __init__(self, path: str | Path, task_type: Any):
+        import threading
+
+        from ftk import tflite
+
+        self.path = Path(path)
+        flatbuffer, self.metadata = tflite.read_sidecar(self.path)
+        space = task_type.space_type.from_json(self.metadata["targets"])
+        self.task = task_type(self.metadata["config"], space)
+        self._interpreter = tflite.interpreter(flatbuffer)
+        self._runners = {key: self._interpreter.get_signature_runner(key)
+                         for key in tflite.SIGNATURES}
+        self._lock = threading.Lock()  # an interpreter runs one call at a time
+
+    def _run(self, function: str, inputs: Sequence[Any], batch_size: int,
+             progress: str | None = None) -> Any:
+        from ftk import progress as display
+
+        runner = self._runners["serving_default" if function == "serve" else function]
+        (name, detail), = runner.get_input_details().items()
+        outputs_of = runner.get_output_details()
+        batches = self.task.tflite_batches(inputs, batch_size, self.metadata["input"])
+        if progress is not None:
+            batches = display.track(batches, -(-len(inputs) // batch_size), progress)
+        for batch, context in batches:
+            with self._lock:
+                raw = runner(**{name: _quantised(np.asarray(batch), detail)})
+            outputs = {key: _dequantised(value, outputs_of[key]) for key, value in raw.items()}
+            yield self.task.tflite_outputs(outputs, context) if function == "serve" else outputs
+
+
+def _quantised(batch: np.ndarray, detail: dict) -> np.ndarray:
+    """`batch` in the dtype the file's input takes (int8 inputs are scaled)."""
+    dtype = np.dtype(detail["dtype"])
+    if batch.dtype.kind in "OSU":  # texts
+        return batch.astype(object)
+    if dtype == batch.dtype:
+        return batch
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(dtype, np.integer) and scale:
+        limits = np.iinfo(dtype)
+        return np.clip(np.round(batch / scale + zero_point), limits.min, limits.max).astype(dtype)
+    return batch.astype(dtype)
+
+
+def _dequantised(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Quantised float outputs back to floats; other outputs as they are."""
+    scale, zero_point = detail["quantization"]
+    if detail["dtype"] in (np.int8, np.uint8) and scale:
+        return (values.astype(np.float32) - zero_point) * scale
+    return values

@@ -64,6 +64,19 @@ class Preprocessor:
         `serving_NAME` and `raw_outputs_NAME` (image tasks add `pixels`)."""
         return {}
 
+    def tflite_input(self) -> tuple[str, dict[str, Any]]:
+        """The input form a TFLite file of the export takes, and what its
+        users need to know to make such inputs (written to the file's
+        sidecar JSON).
+
+        The form is `""` (the raw inputs of `serving_default`) or a name of
+        `extra_inputs`. Its preprocessing must convert to TFLite builtin ops
+        (or custom ops with a registrar); image tasks take `pixels`, since
+        TFLite cannot decode files, and BERT-style text takes a tokenizer
+        TFLite can run.
+        """
+        return "", {}
+
     def backbone_features(self, features: Any) -> Any:
         """The part of `features` the backbone takes."""
         if self.backbone_input is None:

@@ -39,7 +39,9 @@ class ServingModule(tf.Module):
             serve = tf.function(self._through(to_features, self._serve), input_signature=[spec])
             raw = tf.function(self._through(to_features, self._raw_outputs), input_signature=[spec])
             # Attributes, so that the loaded module has them as functions too.
-            setattr(self, f"serve{suffix}", serve)
+            # Not `serve`: TFLite's converter takes a module with a `serve`
+            # attribute for a Keras export and keeps one signature of it.
+            setattr(self, f"predict{suffix}", serve)
             setattr(self, f"raw_outputs{suffix}", raw)
             self._signatures[f"serving_{form}" if form else "serving_default"] = serve
             self._signatures[f"raw_outputs{suffix}"] = raw
@@ -66,7 +68,12 @@ def write_export(folder: Path, model: Any, preprocessor: Any,
     (`labels.txt`) into `folder` (a staging folder the caller moves into place)."""
     module = ServingModule(model, preprocessor, postprocess)
     tf.saved_model.save(module, str(folder), signatures=module.signature_map())
-    (folder / METADATA_FILE).write_text(json.dumps(dict(metadata), indent=2), encoding="utf-8")
+    form, facts = preprocessor.tflite_input()
+    # `ftk export --format tflite` converts this form's signatures.
+    spec = preprocessor.extra_inputs()[form][0] if form else tf.TensorSpec([None], tf.string,
+                                                                            name="inputs")
+    metadata = {**metadata, "tflite": {"form": form, "input_name": spec.name, "input": facts}}
+    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
 

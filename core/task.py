@@ -74,6 +74,9 @@ class Task:
         metric_directions: `"min"` or `"max"` for each metric the task
             reports during training, by name; `loss` is always `"min"`. A
             `train.monitor` naming a metric without a direction is refused.
+        main_metric: the metric `ftk export`'s table compares between a
+            TFLite file and its SavedModel; by default the first of
+            `metric_directions`.
         evaluate_on: what `evaluate` scores: `"raw_outputs"` (the model's
             outputs) or `"predictions"` (the export's postprocessed outputs).
         predict_options: `ftk.Option`s the task adds to `ftk predict` (and
@@ -106,6 +109,7 @@ class Task:
     space_type: ClassVar[type[TargetSpace]] = RealSpace
     metric_directions: ClassVar[Mapping[str, str]] = {}
     evaluate_on: ClassVar[str] = "raw_outputs"
+    main_metric: ClassVar[str | None] = None
     predict_options: ClassVar[tuple[Option, ...]] = ()
     file_inputs: ClassVar[bool] = False
 
@@ -208,6 +212,26 @@ class Task:
         items = input_list(inputs)
         for start in range(0, len(items), batch_size):
             yield "", items[start:start + batch_size]
+
+    def tflite_batches(self, inputs: Sequence[Any], batch_size: int,
+                       facts: Mapping[str, Any]) -> Iterator[tuple[Any, Any]]:
+        """`(batch, context)` pairs in input order: each batch in the input
+        form of the task's TFLite files, with what `tflite_outputs` needs to
+        finish that batch's outputs. `facts` are what the preprocessor's
+        `tflite_input` said of the form (image tasks: the size to resize to).
+        By default the raw inputs (strings), as `serving_default` takes them,
+        and no context."""
+        for form, batch in self.prediction_batches(inputs, batch_size):
+            if form:
+                raise ValueError(f"Task {self.name!r} gives {form!r} inputs; it must define "
+                                 "tflite_batches for its TFLite files.")
+            yield batch, None
+
+    def tflite_outputs(self, outputs: dict[str, Any], context: Any) -> dict[str, Any]:
+        """A TFLite file's outputs for one batch as the export's signatures
+        give them (detection scales its boxes back to each image's pixels);
+        by default unchanged."""
+        return outputs
 
     # Reports --------------------------------------------------------------
     def write_reports(self, metrics: Mapping[str, Any], run: "RunDirectory") -> None:

@@ -15,6 +15,9 @@ import tensorflow_text as text
 
 from ftk.errors import ConfigError, FtkError
 from ftk.preprocessor import Preprocessor, StringPassthrough
+from ftk.text.fast_bert import FastBertInput, lower_cases, read_vocab
+
+_STRINGS = tf.TensorSpec([None], tf.string, name="inputs")
 
 
 # Trimmed lengths are multiples of this, so XLA (train.jit_compile) compiles a
@@ -34,25 +37,54 @@ def trim_to_longest(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return {key: value[:, :length] for key, value in features.items()}
 
 
-class HubBertPreprocessor(tf.Module, Preprocessor):
+class _TfliteForm:
+    """The `tflite` input form of a BERT preprocessor (`FastBertInput`)."""
+
+    fast: FastBertInput | None = None
+
+    def extra_inputs(self) -> dict[str, Any]:
+        return {} if self.fast is None else {"tflite": (_STRINGS, self.fast)}
+
+    def tflite_input(self) -> tuple[str, dict[str, Any]]:
+        return ("", {}) if self.fast is None else ("tflite", self.fast.facts)
+
+
+class HubBertPreprocessor(_TfliteForm, tf.Module, Preprocessor):
     """A tf.hub BERT preprocessor SavedModel: `tokenize`, then `bert_pack_inputs`."""
 
     def __init__(self, handle: str, seq_length: int):
         super().__init__(name="bert_preprocessor")
         self.model = hub.load(handle)
         self.seq_length = seq_length
+        vocab = self._vocab(handle)
+        if vocab is not None:
+            lower = (bool(self.model.do_lower_case.numpy()) if hasattr(self.model, "do_lower_case")
+                     else lower_cases(self.model.tokenize, vocab))
+            self.fast = FastBertInput(vocab, lower, seq_length)
+
+    def _vocab(self, handle: str) -> list[str] | None:
+        """The WordPiece vocabulary: the `vocab_file` asset, else the
+        SavedModel's `assets/vocab.txt` (TF Hub's BERT preprocessors)."""
+        if hasattr(self.model, "vocab_file"):
+            path = self.model.vocab_file.asset_path.numpy().decode()
+        else:
+            path = f"{hub.resolve(handle)}/assets/vocab.txt"
+        if not tf.io.gfile.exists(path):
+            return None
+        vocab = read_vocab(path)
+        return vocab if {"[CLS]", "[SEP]", "[UNK]"} <= set(vocab) else None
 
     def __call__(self, strings: tf.Tensor) -> dict[str, tf.Tensor]:
         tokens = self.model.tokenize(tf.reshape(strings, [-1]))
         return trim_to_longest(self.model.bert_pack_inputs([tokens], seq_length=self.seq_length))
 
 
-class VocabBertPreprocessor(tf.Module, Preprocessor):
+class VocabBertPreprocessor(_TfliteForm, tf.Module, Preprocessor):
     """WordPiece over a vocab file, packed as `[CLS] tokens [SEP]` and padded."""
 
     def __init__(self, vocab_file: str, lower_case: bool, seq_length: int):
         super().__init__(name="bert_preprocessor")
-        vocab = tf.io.gfile.GFile(vocab_file).read().splitlines()
+        vocab = read_vocab(vocab_file)
         ids = {token: i for i, token in enumerate(vocab)}
         missing = [t for t in ("[CLS]", "[SEP]") if t not in ids]
         if missing:
@@ -61,6 +93,8 @@ class VocabBertPreprocessor(tf.Module, Preprocessor):
                                             token_out_type=tf.int32)
         self.cls_id, self.sep_id = ids["[CLS]"], ids["[SEP]"]
         self.seq_length = seq_length
+        if "[UNK]" in ids:
+            self.fast = FastBertInput(vocab, lower_case, seq_length)
 
     def __call__(self, strings: tf.Tensor) -> dict[str, tf.Tensor]:
         tokens = self.tokenizer.tokenize(tf.reshape(strings, [-1])).merge_dims(-2, -1)

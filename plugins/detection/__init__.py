@@ -46,6 +46,7 @@ class Detection(ftk.Task):
         "data.format": ("auto", "coco", "voc"), "data.augmentation.flip": ("horizontal", "none")}
     space_type = BoxSpace
     evaluate_on = "predictions"
+    main_metric = "map"
     predict_options = (ftk.Option("draw", str, "Also write each input with its detections "
                                               "drawn into this folder (PNG)."),)
     space: BoxSpace
@@ -111,6 +112,19 @@ class Detection(ftk.Task):
     def prediction_batches(self, inputs: Any, batch_size: int) -> Any:
         return images.prediction_batches(inputs, batch_size, self.config["data"].get(
             "max_image_pixels", images.MAX_IMAGE_PIXELS))
+
+    def tflite_batches(self, inputs: Any, batch_size: int, facts: Mapping[str, Any]) -> Any:
+        return images.pixel_batches(inputs, facts["size"], batch_size,
+                                    self.config["data"].get("max_image_pixels",
+                                                            images.MAX_IMAGE_PIXELS))
+
+    def tflite_outputs(self, outputs: dict[str, Any], sizes: Any) -> dict[str, Any]:
+        import numpy as np
+
+        # The file's boxes are fractions of each image: back to its pixels.
+        height, width = sizes[:, 0, None, None], sizes[:, 1, None, None]
+        scale = np.concatenate([width, height, width, height], axis=-1)
+        return {**outputs, "boxes": outputs["boxes"] * scale}
 
     def write_samples(self, predictor: Any, examples: ftk.Examples, run: ftk.RunDirectory) -> None:
         from ftk.plugins.detection.draw import detection_samples_png

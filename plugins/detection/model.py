@@ -104,13 +104,27 @@ class FcosHead(keras.layers.Layer):
         return [layer(m) for layer, m in zip(self.smooth, merged)]
 
 
+class GroupNorm(keras.layers.GroupNormalization):
+    """tf_keras's group normalisation, computed with ops a TFLite file runs
+    at any batch size (the parent's broadcast mask fails there)."""
+
+    def call(self, inputs: tf.Tensor, mask: Any = None) -> tf.Tensor:
+        shape = tf.shape(inputs)
+        channels = inputs.shape[-1]
+        grouped = tf.reshape(tf.cast(inputs, tf.float32), tf.concat(
+            [shape[:-1], [self.groups, channels // self.groups]], axis=0))
+        mean, variance = tf.nn.moments(grouped, axes=[1, 2, 4], keepdims=True)
+        normalised = tf.reshape((grouped - mean) * tf.math.rsqrt(variance + self.epsilon), shape)
+        scaled = normalised * tf.cast(self.gamma, tf.float32) + tf.cast(self.beta, tf.float32)
+        return tf.cast(scaled, inputs.dtype)
+
+
 def _tower(width: int, depth: int, name: str) -> keras.Sequential:
     layers = []
     for index in range(depth):
         layers += [keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
                                        name=f"{name}_conv_{index}"),
-                   keras.layers.GroupNormalization(groups=min(32, width // 4),
-                                                   name=f"{name}_norm_{index}"),
+                   GroupNorm(groups=min(32, width // 4), name=f"{name}_norm_{index}"),
                    keras.layers.ReLU()]
     return keras.Sequential(layers, name=name)
 

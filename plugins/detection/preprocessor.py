@@ -44,6 +44,16 @@ class DetectionPreprocessor(ImagePreprocessor):
         return {"images": resize(images, self.size),
                 "image_size": tf.tile(shape[None], [tf.shape(images)[0], 1])}
 
+    def from_resized(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        # An image size of 1 x 1 makes the postprocessor's boxes fractions
+        # of the image, as TFLite detectors give them.
+        return {"images": images, "image_size": tf.ones([tf.shape(images)[0], 2])}
+
+    def tflite_input(self) -> tuple[str, dict[str, Any]]:
+        form, facts = super().tflite_input()
+        return form, {**facts, "boxes": "fractions of the image's width and height "
+                      "(x_min, y_min, x_max, y_max): multiply by the image's own size"}
+
     def load_example(self, encoded: Any, target: Any, seed: Any, training: bool) -> tuple[dict, Any]:
         image = decode_image(encoded)
         original = tf.cast(tf.shape(image)[:2], tf.float32)

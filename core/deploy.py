@@ -1,0 +1,160 @@
+"""`ftk export --format tflite`: the file, its sidecar, and the table that
+says what the file costs and loses against the SavedModel it came from."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ftk.errors import FtkError
+
+log = logging.getLogger(__name__)
+
+# Examples timed one at a time for the latency column.
+LATENCY_EXAMPLES = 20
+
+
+def write_tflite(source: Path, target: Path, task_type: Any, *, quantize: str,
+                 representative: int, int8_io: bool, run_dir: Path | None) -> str | None:
+    """Convert the export `source` into `target` (with `target.json`) and,
+    for a run, write the comparison table beside it (`target.md`).
+
+    Returns:
+        The table in Markdown, or None when there is no evaluation split.
+    """
+    from ftk import tflite
+    from ftk.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+    from ftk.progress import timed
+    from ftk.serving import read_metadata
+
+    metadata = read_metadata(source)
+    task = task_type(metadata["config"], task_type.space_type.from_json(metadata["targets"]))
+    splits = _splits(task, run_dir)
+    calibration = None
+    if quantize == "int8":
+        if splits is None:
+            raise FtkError(f"--quantize int8 calibrates on the run's training data, which "
+                           f"{source} does not lead to. Pass the run directory, with its "
+                           "training data where the run read it.")
+        calibration = _representative(task, splits.train, representative, metadata)
+    with timed(f"Converting {source} to TFLite ({quantize})"):
+        flatbuffer = tflite.convert(source, metadata, quantize, representative=calibration,
+                                    int8_io=int8_io)
+    write_bytes_atomic(target, flatbuffer)
+    write_json_atomic(tflite.sidecar_path(target),
+                      tflite.describe(flatbuffer, metadata, quantize, int8_io))
+    table_file = target.with_name(target.name + ".md")
+    evaluation = None if splits is None else (
+        splits.test if splits.test is not None else splits.validation)
+    if evaluation is None:
+        if splits is not None:
+            log.info("No comparison table: the run has neither a test nor a validation split.")
+        table_file.unlink(missing_ok=True)  # an earlier file's table would mislead
+        return None
+    table = comparison(task, source, target, evaluation, quantize)
+    write_text_atomic(table_file, table)
+    return table
+
+
+def _splits(task: Any, run_dir: Path | None) -> Any:
+    """The run's splits, as training made them; None for a bare export or
+    when its data is no longer where the run read it."""
+    from ftk.data import load_splits
+
+    if run_dir is None:
+        return None
+    try:
+        return load_splits(task)
+    except FtkError as error:
+        log.warning(f"No comparison with the SavedModel: {error}")
+        return None
+
+
+def _representative(task: Any, train: Any, count: int,
+                    metadata: dict[str, Any]) -> Callable[[], Iterable[Any]]:
+    """`count` training inputs spread over the split (files sorted by class
+    would otherwise give one class), one per calibration batch."""
+    if count < 1:
+        raise FtkError(f"--representative must be at least 1. Received: {count}")
+    inputs = _inputs_of(train, count)
+    log.info(f"Calibrating int8 on {len(inputs)} training examples.")
+
+    def batches() -> Iterable[Any]:
+        for batch, _ in task.tflite_batches(inputs, 1, metadata["tflite"]["input"]):
+            batch = np.asarray(batch)
+            yield batch.astype(object) if batch.dtype.kind in "OSU" else batch
+
+    return batches
+
+
+def _inputs_of(examples: Any, count: int) -> list[Any]:
+    from ftk.records import RecordSource
+
+    if isinstance(examples, RecordSource):  # streamed: the first records
+        inputs, _ = next(iter(examples.batches(min(count, len(examples)))))
+        return list(np.asarray(inputs))
+    chosen = np.unique(np.linspace(0, len(examples) - 1, min(count, len(examples))).astype(int))
+    return [examples.inputs[i] for i in chosen]
+
+
+def comparison(task: Any, source: Path, target: Path, evaluation: Any, quantize: str) -> str:
+    """Format, size, latency per example and main metric of the SavedModel
+    and the TFLite file on `evaluation`, as a Markdown table."""
+    from ftk.evaluation import score
+    from ftk.predictor import LitePredictor, Predictor
+
+    rows = []
+    for name, predictor, size in (
+            ("SavedModel", Predictor(source, type(task)), _size(source)),
+            (f"TFLite ({quantize})", LitePredictor(target, type(task)), target.stat().st_size)):
+        metrics = score(predictor.task, predictor, evaluation)
+        rows.append((name, size, _latency(predictor, evaluation), metrics))
+    metric = main_metric(task, rows[0][3])
+    base = rows[0][3].get(metric)
+    lines = [f"Evaluated on {len(evaluation)} examples of {evaluation.source}; latency is "
+             "one example at a time on this machine's CPU (median).", "",
+             f"| format | size | latency per example | {metric} | change |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, size, latency, metrics in rows:
+        value = metrics.get(metric)
+        change = "" if name == "SavedModel" or value is None else f"{value - base:+.4f}"
+        lines.append(f"| {name} | {size / 1e6:.2f} MB | {latency * 1000:.1f} ms | "
+                     f"{_number(value)} | {change} |")
+    return "\n".join(lines) + "\n"
+
+
+def main_metric(task: Any, metrics: dict[str, Any]) -> str:
+    """The task's `main_metric`, else its first metric with a direction, else
+    the evaluation's first number."""
+    for name in (task.main_metric, *task.metric_directions):
+        if name and name in metrics:
+            return name
+    return next(name for name, value in metrics.items() if isinstance(value, (int, float))
+                and not isinstance(value, bool) and name != "num_examples")
+
+
+def _latency(predictor: Any, evaluation: Any) -> float:
+    """Median seconds of one prediction, over the first examples (after one
+    untimed call, which loads and traces)."""
+    inputs = _inputs_of(evaluation, LATENCY_EXAMPLES + 1)
+    predictor.predict(inputs[:1])
+    times = []
+    for item in inputs[1:] or inputs:
+        start = time.perf_counter()
+        predictor.predict([item])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+

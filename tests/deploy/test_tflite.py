@@ -1,0 +1,149 @@
+"""TFLite files of each built-in task, in each quantisation mode, run through
+LiteRT's interpreter and compared with the SavedModel they came from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ftk
+from ftk import tflite
+from helpers import ftk_cli, json_out
+
+pytestmark = pytest.mark.e2e
+
+MODES = ("none", "dynamic", "float16", "int8")
+# Float files compute what the SavedModel does: float32 to rounding, float16
+# weights within 1e-3 of the largest output (detection's box distances run to
+# hundreds, its logits to a few units). The quantised ones may lose a little
+# of the main metric on these small test sets (int8 weights; int8
+# activations too).
+OUTPUT_TOLERANCE = {"none": 1e-5, "float16": 1e-3}
+METRIC_DROP = {"none": 0.0, "float16": 0.0, "dynamic": 0.1, "int8": 0.2}
+
+
+class Trained:
+    def __init__(self, run_dir: Path, test_data: Path, inputs: list, main: str):
+        self.run_dir, self.test_data, self.inputs, self.main = run_dir, test_data, inputs, main
+        self.metrics = json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def text(bert, topics, tmp_path_factory) -> Trained:
+    result = ftk.run(task="text_classification", data=topics["train"], test_data=topics["test"],
+                     backbone=bert, epochs=6, batch_size=8,
+                     output_dir=tmp_path_factory.mktemp("text") / "run",
+                     set={"train.learning_rate": 0.05, "backbone.max_seq_length": 32})
+    texts = [line.rsplit(",", 1)[0] for line in topics["test"].read_text().splitlines()[1:]]
+    return Trained(result.run_dir, topics["test"], texts, "accuracy")
+
+
+@pytest.fixture(scope="module")
+def image(tiny_image, colours, tmp_path_factory) -> Trained:
+    result = ftk.run(task="image_classification", data=colours["train"],
+                     test_data=colours["test"], backbone=tiny_image, epochs=4, batch_size=8,
+                     output_dir=tmp_path_factory.mktemp("image") / "run",
+                     set={"backbone.image_size": 32, "train.learning_rate": 0.05})
+    pictures = sorted(str(p) for p in Path(colours["test"]).rglob("*") if p.is_file())
+    return Trained(result.run_dir, colours["test"], pictures[:12], "accuracy")
+
+
+@pytest.fixture(scope="module")
+def detection(tmp_path_factory) -> Trained:
+    from ftk import testing
+    from ftk.plugins.detection.demo import write_split
+
+    folder = tmp_path_factory.mktemp("detection")
+    write_split(folder / "train", 0, 16)
+    write_split(folder / "test", 2, 6)
+    maps = testing.tiny_image_backbone(folder / "maps", feature_maps=True)
+    result = ftk.run(task="detection", data=folder / "train" / "annotations.json",
+                     test_data=folder / "test" / "annotations.json", backbone=maps,
+                     epochs=3, batch_size=8, output_dir=folder / "run",
+                     set={"backbone.image_size": 64})
+    pictures = sorted(str(p) for p in (folder / "test" / "images").iterdir())
+    return Trained(result.run_dir, folder / "test" / "annotations.json", pictures, "map")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("task", ["text", "image", "detection"])
+def test_a_tflite_file_scores_as_its_saved_model(request, task, mode, tmp_path):
+    trained = request.getfixturevalue(task)
+    target = ftk.export(trained.run_dir, "tflite", tmp_path / f"{mode}.tflite",
+                        quantize=mode, representative=40)
+    ops = tflite.op_names(target.read_bytes())
+    assert not [name for name in ops if name.startswith("Flex")], ops
+    sidecar = json.loads(tflite.sidecar_path(target).read_text())
+    assert sidecar["quantize"] == mode and sidecar["task"] == ftk.load(target).task.name
+    assert set(sidecar["signatures"]) == {"serving_default", "raw_outputs"}
+
+    saved, lite = ftk.load(trained.run_dir), ftk.load(target)
+    if mode in OUTPUT_TOLERANCE:
+        expected = saved.raw_outputs(trained.inputs)
+        np.testing.assert_allclose(lite.raw_outputs(trained.inputs), expected, rtol=0,
+                                   atol=OUTPUT_TOLERANCE[mode] * np.abs(expected).max())
+    scored = ftk.evaluate(target, data=trained.test_data)
+    assert scored[trained.main] >= trained.metrics[trained.main] - METRIC_DROP[mode] - 1e-6, scored
+    table = target.with_name(target.name + ".md").read_text()
+    assert f"| TFLite ({mode}) |" in table and f"| {trained.main} |" in table
+
+
+def test_text_files_hold_only_tensorflow_text_custom_ops(text, tmp_path):
+    target = ftk.export(text.run_dir, "tflite", tmp_path / "text.tflite")
+    custom = tflite.op_names(target.read_bytes(), custom_only=True)
+    assert set(custom) == {"FastBertNormalize", "FastWordpieceTokenizeWithOffsets"}
+    sidecar = json.loads(tflite.sidecar_path(target).read_text())
+    assert sidecar["custom_ops"]["ops"] == sorted(custom)
+    assert sidecar["input"]["seq_length"] == 32 and sidecar["input"]["lower_case"] is True
+    predictions = ftk.load(target).predict(["referee goal stadium", "oven flour sugar"])
+    assert [p["label"] for p in predictions] == [p["label"] for p in
+                                                 ftk.load(text.run_dir).predict(
+                                                     ["referee goal stadium", "oven flour sugar"])]
+
+
+def test_detection_files_suppress_inside_and_give_the_same_boxes(detection, tmp_path):
+    target = ftk.export(detection.run_dir, "tflite", tmp_path / "detect.tflite")
+    assert "NON_MAX_SUPPRESSION_V5" in tflite.op_names(target.read_bytes())
+    assert "fractions" in json.loads(tflite.sidecar_path(target).read_text())["input"]["boxes"]
+    saved = ftk.load(detection.run_dir).prediction_arrays(detection.inputs)
+    lite = ftk.load(target).prediction_arrays(detection.inputs)
+    np.testing.assert_array_equal(lite["num_detections"], saved["num_detections"])
+    assert saved["num_detections"].sum() > 0
+    np.testing.assert_allclose(lite["boxes"], saved["boxes"], atol=0.05)  # pixels
+    np.testing.assert_array_equal(lite["class_ids"], saved["class_ids"])
+
+
+def test_int8_io_takes_and_gives_int8(image, tmp_path):
+    result = ftk_cli("export", image.run_dir, "--format", "tflite", "--quantize", "int8",
+                     "--int8-io", "--representative", "30", "--output", tmp_path / "io.tflite")
+    assert result.exit_code == 0, result.output
+    assert "| SavedModel |" in result.stdout and "| TFLite (int8) |" in result.stdout
+    sidecar = json.loads((tmp_path / "io.tflite.json").read_text())
+    (spec,) = sidecar["signatures"]["raw_outputs"]["inputs"].values()
+    assert spec["dtype"] == "int8" and "quantization" in spec
+    scored = json_out(ftk_cli("evaluate", tmp_path / "io.tflite", "--data", image.test_data))
+    assert scored["accuracy"] >= image.metrics["accuracy"] - METRIC_DROP["int8"]
+
+
+def test_a_model_needing_tensorflow_ops_is_refused_naming_them(embedding, topics, tmp_path):
+    run = ftk.run(task="text_classification", data=topics["train"], backbone=embedding,
+                  epochs=1, batch_size=8, output_dir=tmp_path / "run")
+    result = ftk_cli("export", run.run_dir, "--format", "tflite")
+    assert result.exit_code == 1
+    assert "needs TensorFlow ops TFLite has no kernels for:" in result.stderr
+    assert "StringToHashBucketFast" in result.stderr and "Traceback" not in result.stderr
+    assert not list(run.run_dir.glob("*.tflite*"))
+
+
+def test_a_sidecar_of_another_file_is_refused(image, tmp_path):
+    target = ftk.export(image.run_dir, "tflite", tmp_path / "a.tflite")
+    other = ftk.export(image.run_dir, "tflite", tmp_path / "b.tflite", quantize="float16")
+    tflite.sidecar_path(target).write_bytes(tflite.sidecar_path(other).read_bytes())
+    with pytest.raises(ftk.FtkError, match="describes another file than a.tflite"):
+        ftk.load(target)
+    tflite.sidecar_path(target).unlink()
+    with pytest.raises(ftk.FtkError, match="has no a.tflite.json beside it"):
+        ftk.load(target)
