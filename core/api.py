@@ -355,9 +355,12 @@ def export(run_dir: str | Path, format: str = "saved_model",
     from ftk.deploy import write_tflite
     from ftk.serving import read_metadata
 
+    from ftk.tflite import check_modes
+
+    check_modes(quantize, int8_io)
     run = Path(run_dir) if source != Path(run_dir) else None
     name = "model.tflite" if quantize == "none" else f"model-{quantize}.tflite"
-    target = Path(output) if output is not None else (run or source.parent) / name
+    target = Path(output) if output is not None else Path(run_dir) / name
     task_type = build_registry(plugins).task(read_metadata(source)["task"])
     write_tflite(source, target, task_type, quantize=quantize, representative=representative,
                  int8_io=int8_io, run_dir=run)

@@ -45,16 +45,18 @@ def write_tflite(source: Path, target: Path, task_type: Any, *, quantize: str,
     with timed(f"Converting {source} to TFLite ({quantize})"):
         flatbuffer = tflite.convert(source, metadata, quantize, representative=calibration,
                                     int8_io=int8_io)
-    write_bytes_atomic(target, flatbuffer)
-    write_json_atomic(tflite.sidecar_path(target),
-                      tflite.describe(flatbuffer, metadata, quantize, int8_io))
+    described = tflite.describe(flatbuffer, metadata, quantize, int8_io)
     table_file = target.with_name(target.name + ".md")
+    # An earlier file's table would describe the wrong file if this one
+    # stopped half-way; its sidecar is refused by digest.
+    table_file.unlink(missing_ok=True)
+    write_bytes_atomic(target, flatbuffer)
+    write_json_atomic(tflite.sidecar_path(target), described)
     evaluation = None if splits is None else (
         splits.test if splits.test is not None else splits.validation)
     if evaluation is None:
         if splits is not None:
             log.info("No comparison table: the run has neither a test nor a validation split.")
-        table_file.unlink(missing_ok=True)  # an earlier file's table would mislead
         return None
     table = comparison(task, source, target, evaluation, quantize)
     write_text_atomic(table_file, table)
@@ -97,7 +99,7 @@ def _inputs_of(examples: Any, count: int) -> list[Any]:
 
     if isinstance(examples, RecordSource):  # streamed: the first records
         inputs, _ = next(iter(examples.batches(min(count, len(examples)))))
-        return list(np.asarray(inputs))
+        return list(inputs)
     chosen = np.unique(np.linspace(0, len(examples) - 1, min(count, len(examples))).astype(int))
     return [examples.inputs[i] for i in chosen]
 

@@ -223,8 +223,10 @@ class Task:
         and no context."""
         for form, batch in self.prediction_batches(inputs, batch_size):
             if form:
-                raise ValueError(f"Task {self.name!r} gives {form!r} inputs; it must define "
-                                 "tflite_batches for its TFLite files.")
+                from ftk.errors import PluginError
+
+                raise PluginError(f"Task {self.name!r} gives {form!r} inputs; it must define "
+                                  "tflite_batches for its TFLite files.")
             yield batch, None
 
     def tflite_outputs(self, outputs: dict[str, Any], context: Any) -> dict[str, Any]:

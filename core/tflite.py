@@ -86,10 +86,7 @@ def convert(export_dir: Path, metadata: Mapping[str, Any], quantize: str = "none
     import tensorflow as tf
 
     form = _form(export_dir, metadata)
-    if quantize not in QUANTIZE:
-        raise FtkError(f"--quantize must be one of {', '.join(QUANTIZE)}. Received: {quantize!r}")
-    if int8_io and quantize != "int8":
-        raise FtkError("--int8-io needs --quantize int8 (it makes inputs and outputs int8 too).")
+    check_modes(quantize, int8_io)
     suffix = f"_{form}" if form else ""
     keys = {f"serving{suffix}" if form else "serving_default": "serving_default",
             f"raw_outputs{suffix}": "raw_outputs"}
@@ -104,7 +101,29 @@ def convert(export_dir: Path, metadata: Mapping[str, Any], quantize: str = "none
         raise _conversion_error(export_dir, error) from None
     flatbuffer = _renamed_signatures(flatbuffer, keys)
     check_runs(flatbuffer, export_dir)
+    if int8_io:
+        _check_int8_inputs(flatbuffer, export_dir)
     return flatbuffer
+
+
+def check_modes(quantize: str, int8_io: bool) -> None:
+    if quantize not in QUANTIZE:
+        raise FtkError(f"--quantize must be one of {', '.join(QUANTIZE)}. Received: {quantize!r}")
+    if int8_io and quantize != "int8":
+        raise FtkError("--int8-io needs --quantize int8 (it makes inputs and outputs int8 too).")
+
+
+def _check_int8_inputs(flatbuffer: bytes, source: Any) -> None:
+    """With --int8-io, a file whose inputs stayed non-integer (strings) is refused."""
+    import numpy as np
+
+    runner = interpreter(flatbuffer)
+    for key in SIGNATURES:
+        for name, detail in runner.get_signature_runner(key).get_input_details().items():
+            if np.dtype(detail["dtype"]) != np.int8:
+                raise FtkError(f"--int8-io makes float inputs int8, but the TFLite file of "
+                               f"{source} takes {np.dtype(detail['dtype']).name} {name!r}. "
+                               "Leave --int8-io out for this model.")
 
 
 def _renamed_signatures(flatbuffer: bytes, names: Mapping[str, str]) -> bytes:
@@ -164,8 +183,7 @@ def _needs_tensorflow(source: Any, ops: Iterable[str]) -> FtkError:
         f"{source} cannot become a TFLite file that runs: it needs TensorFlow ops TFLite "
         f"has no kernels for: {', '.join(sorted(set(ops)))}. They would need the Flex "
         "delegate, which TFLite's Python interpreters do not run. Use the SavedModel "
-        "instead, or a backbone whose preprocessing TFLite can run (a BERT-style encoder "
-        "for text).")
+        "instead, or a backbone whose preprocessing TFLite can run.")
 
 
 def _conversion_error(export_dir: Path, error: Exception) -> FtkError:

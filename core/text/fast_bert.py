@@ -36,7 +36,7 @@ class FastBertInput(tf.Module):
         super().__init__(name="fast_bert_input")
         ids = {token: i for i, token in enumerate(vocab)}
         self.cls_id, self.sep_id = ids["[CLS]"], ids["[SEP]"]
-        self.pad_id = ids.get("[PAD]", 0)
+        self.pad_id = 0  # what training's packing (pad_model_inputs) pads with
         self.seq_length = seq_length
         self.facts = {"tokenizer": "tensorflow_text.FastBertTokenizer (WordPiece)",
                       "lower_case": lower_case, "seq_length": seq_length,
@@ -70,7 +70,10 @@ class FastBertInput(tf.Module):
 
 
 def read_vocab(path: str) -> list[str]:
-    return tf.io.gfile.GFile(path).read().splitlines()
+    """One token per line, lines split at "\\n" only, as TensorFlow's
+    lookup tables read the file (a token may hold other line breaks)."""
+    lines = tf.io.gfile.GFile(path).read().split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def lower_cases(tokenize: Any, vocab: Sequence[str]) -> bool:

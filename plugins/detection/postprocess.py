@@ -75,7 +75,7 @@ def per_class_nms(boxes: tf.Tensor, scores: tf.Tensor, limit: int, iou_threshold
                   score_threshold: float) -> tuple[tf.Tensor, ...]:
     """Non-maximum suppression within each class, best `limit` boxes over all
     classes, per image: what `tf.image.combined_non_max_suppression` gives
-    (with clipped boxes), from ops TFLite has kernels for.
+    for boxes clipped to the image, from ops TFLite has kernels for.
 
     Each (location, class) pair is one candidate; shifting every class's
     boxes to a region of its own keeps boxes of different classes from
@@ -94,16 +94,18 @@ def per_class_nms(boxes: tf.Tensor, scores: tf.Tensor, limit: int, iou_threshold
 
     def one_image(image: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, ...]:
         image_boxes, image_scores = image
+        # Clipped first, so every class's region is the same 2-wide square
+        # whatever an untrained head predicts.
+        image_boxes = tf.clip_by_value(image_boxes, 0.0, 1.0)
         flat_boxes = tf.reshape(tf.tile(image_boxes[:, None, :], [1, classes, 1]), [-1, 4])
         flat_classes = tf.tile(tf.range(classes), [tf.shape(image_boxes)[0]])
-        span = tf.reduce_max(tf.abs(image_boxes)) * 2.0 + 1.0
-        shifted = flat_boxes + (tf.cast(flat_classes, tf.float32) * span)[:, None]
+        shifted = flat_boxes + (tf.cast(flat_classes, tf.float32) * 2.0)[:, None]
         chosen, chosen_scores, count = tf.raw_ops.NonMaxSuppressionV5(
             boxes=shifted, scores=tf.reshape(image_scores, [-1]), max_output_size=limit,
             iou_threshold=iou_threshold, score_threshold=score_threshold,
             soft_nms_sigma=0.0, pad_to_max_output_size=True)
         kept = tf.range(limit) < count
-        kept_boxes = tf.clip_by_value(tf.gather(flat_boxes, chosen), 0.0, 1.0)
+        kept_boxes = tf.gather(flat_boxes, chosen)
         return (tf.where(kept[:, None], kept_boxes, 0.0), tf.where(kept, chosen_scores, 0.0),
                 tf.where(kept, tf.gather(flat_classes, chosen), 0), count)
 
