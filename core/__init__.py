@@ -30,6 +30,7 @@ from ftk.api import (  # noqa: E402
     predict,
     pull_backbone,
     run,
+    serve,
     tasks,
     to_tfrecord,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "predict",
     "pull_backbone",
     "run",
+    "serve",
     "tasks",
     "to_tfrecord",
 ]

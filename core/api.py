@@ -312,9 +312,10 @@ def installed_plugins(*, plugins: Sequence[str] = ()) -> list[dict[str, Any]]:
 
 def export(run_dir: str | Path, format: str = "saved_model",
            output: str | Path | None = None, *, quantize: str = "none",
-           representative: int = 300, int8_io: bool = False,
+           representative: int = 300, int8_io: bool = False, name: str | None = None,
            plugins: Sequence[str] = ()) -> Path:
-    """Write a finished run's model as a SavedModel folder or a TFLite file.
+    """Write a finished run's model as a SavedModel folder, a TF Serving
+    model folder or a TFLite file.
 
     The run already holds `export/`; `saved_model` copies it elsewhere.
     `tflite` converts it to a file TFLite's interpreters run (pixels in for
@@ -328,6 +329,9 @@ def export(run_dir: str | Path, format: str = "saved_model",
             or `int8` (weights and activations, calibrated on
             `representative` training examples).
         int8_io: with `int8`: int8 inputs and outputs, integer ops only.
+        name: for `tf_serving`: the model's name (default: the run's folder
+            name); the SavedModel goes to `output/NAME/VERSION/`, version 1
+            or one past the highest already there, as TF Serving loads it.
 
     Example:
         ```python
@@ -340,6 +344,16 @@ def export(run_dir: str | Path, format: str = "saved_model",
     from ftk.atomic import building_dir
 
     source = find_export(run_dir)
+    if format == "tf_serving":
+        from ftk.deploy import write_tf_serving
+        from ftk.server import default_name
+
+        if output is None:
+            raise FtkError("--format tf_serving needs --output DIR: the model base folder "
+                           "TF Serving reads (DIR/NAME/1/ is written).")
+        if quantize != "none" or int8_io:
+            raise FtkError("--quantize and --int8-io apply to --format tflite only.")
+        return write_tf_serving(source, Path(output), name or default_name(run_dir))
     if output is not None:
         _check_export_target(Path(output), format)
     if format == "saved_model":
@@ -351,7 +365,8 @@ def export(run_dir: str | Path, format: str = "saved_model",
             shutil.copytree(source, staging, dirs_exist_ok=True)
         return Path(output)
     if format != "tflite":
-        raise FtkError(f"Export format must be saved_model or tflite. Received: {format!r}")
+        raise FtkError("Export format must be saved_model, tf_serving or tflite. "
+                       f"Received: {format!r}")
     from ftk.deploy import write_tflite
     from ftk.serving import read_metadata
 
@@ -365,6 +380,30 @@ def export(run_dir: str | Path, format: str = "saved_model",
     write_tflite(source, target, task_type, quantize=quantize, representative=representative,
                  int8_io=int8_io, run_dir=run)
     return target
+
+
+def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8501,
+          name: str | None = None, limits: Any = None, plugins: Sequence[str] = ()) -> None:
+    """Serve a run directory, export folder or TFLite file over HTTP until
+    interrupted (`ftk serve`): TF Serving's REST API at `/v1/models/NAME`,
+    readable predictions at `/predict`, a page to try the model at `/`.
+
+    Args:
+        host: the address to listen on; the default takes no connection from
+            another machine.
+        port: 0 takes a free port (the log says which).
+        name: the model's name in URLs (default: the run's folder name).
+        limits: an `ftk.server.Limits` (batch size and wait, request limits).
+
+    Example:
+        ```python
+        ftk.serve("runs/demo", port=8501)  # POST http://127.0.0.1:8501/v1/models/demo:predict
+        ```
+    """
+    from ftk import server
+
+    server.serve(path, host=host, port=port, name=name, limits=limits or server.Limits(),
+                 plugins=plugins)
 
 
 def _check_export_target(output: Path, format: str) -> None:

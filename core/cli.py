@@ -166,10 +166,13 @@ def predict(path: str, inputs: tuple[str, ...], keep_going: bool, plugins: tuple
 
 @cli.command()
 @click.argument("run_dir")
-@click.option("--format", "export_format", type=click.Choice(["saved_model", "tflite"]),
+@click.option("--format", "export_format",
+              type=click.Choice(["saved_model", "tf_serving", "tflite"]),
               default="saved_model", show_default=True)
 @click.option("--output", help="Where to write (default RUN_DIR/export, or RUN_DIR/model.tflite "
-                               "and RUN_DIR/model-QUANTIZE.tflite).")
+                               "and RUN_DIR/model-QUANTIZE.tflite; tf_serving: the model base "
+                               "folder, required).")
+@click.option("--name", help="tf_serving: the model's name (default: the run's folder name).")
 @click.option("--quantize", type=click.Choice(["none", "dynamic", "float16", "int8"]),
               default="none", show_default=True,
               help="TFLite weights (dynamic, float16) or weights and activations (int8).")
@@ -177,16 +180,48 @@ def predict(path: str, inputs: tuple[str, ...], keep_going: bool, plugins: tuple
               help="Training examples int8 calibrates on.")
 @click.option("--int8-io", is_flag=True, help="With --quantize int8: int8 inputs and outputs too.")
 @PLUGIN_OPTION
-def export(run_dir: str, export_format: str, output: str | None, quantize: str,
-           representative: int, int8_io: bool, plugins: tuple[str, ...]) -> None:
-    """Export a finished run as a SavedModel or a TFLite file. For TFLite,
-    print a table of size, latency and main metric against the SavedModel."""
+def export(run_dir: str, export_format: str, output: str | None, name: str | None,
+           quantize: str, representative: int, int8_io: bool, plugins: tuple[str, ...]) -> None:
+    """Export a finished run as a SavedModel, a TF Serving model folder or a
+    TFLite file. For TFLite, print a table of size, latency and main metric
+    against the SavedModel."""
+    if name is not None and export_format != "tf_serving":
+        raise FtkError("--name applies to --format tf_serving only.")
     target = api.export(run_dir, export_format, output, quantize=quantize,
-                        representative=representative, int8_io=int8_io, plugins=plugins)
+                        representative=representative, int8_io=int8_io, name=name,
+                        plugins=plugins)
     table = target.with_name(target.name + ".md")
     if export_format == "tflite" and table.is_file():
         click.echo(table.read_text(encoding="utf-8"))
     click.echo(str(target))
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 opens it to the network).")
+@click.option("--port", type=int, default=8501, show_default=True,
+              help="Port (TF Serving's REST port by default; 0 takes a free one).")
+@click.option("--name", help="Model name in /v1/models/NAME (default: the run's folder name).")
+@click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True,
+              help="Instances one model call runs, gathered across requests.")
+@click.option("--batch-timeout-ms", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="How long the first request of a batch waits for others.")
+@click.option("--max-instances", type=click.IntRange(1), default=256, show_default=True,
+              help="Instances one request may hold.")
+@click.option("--max-body-mb", type=click.FloatRange(0, min_open=True), default=16.0,
+              show_default=True, help="Largest request body.")
+@PLUGIN_OPTION
+def serve(path: str, host: str, port: int, name: str | None, max_batch: int,
+          batch_timeout_ms: float, max_instances: int, max_body_mb: float,
+          plugins: tuple[str, ...]) -> None:
+    """Serve a run, export folder or TFLite file over HTTP: TF Serving's REST
+    API, readable predictions at /predict, and a page to try it at /."""
+    from ftk.server import Limits
+
+    api.serve(path, host=host, port=port, name=name, plugins=plugins,
+              limits=Limits(max_batch=max_batch, batch_timeout_ms=batch_timeout_ms,
+                            max_body_mb=max_body_mb, max_instances=max_instances))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True,

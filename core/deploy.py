@@ -19,6 +19,39 @@ log = logging.getLogger(__name__)
 LATENCY_EXAMPLES = 20
 
 
+def write_tf_serving(source: Path, base: Path, name: str) -> Path:
+    """Copy the export `source` into `base/name/VERSION/`, the layout TF
+    Serving's model server loads (`--model_base_path=base/name`): version 1,
+    or one past the highest there, so a running server moves to it. Earlier
+    versions stay; TF Serving serves the highest.
+
+    Returns:
+        The version folder written.
+    """
+    import shutil
+
+    from ftk.atomic import building_dir
+    from ftk.server import check_name
+
+    check_name(name)
+    folder = base / name
+    if folder.exists() and not folder.is_dir():
+        raise FtkError(f"{folder} is a file; --output must be a folder of TF Serving models.")
+    versions = [int(entry.name) for entry in folder.iterdir()
+                if entry.is_dir() and entry.name.isdigit()] if folder.is_dir() else []
+    strangers = [entry.name for entry in folder.iterdir()
+                 if not entry.name.isdigit()] if folder.is_dir() else []
+    if strangers:
+        raise FtkError(f"{folder} holds {strangers[0]!r}, which is not a model version; "
+                       "TF Serving's model folder holds only numbered versions. Choose another "
+                       "--output or --name.")
+    target = folder / str(max(versions, default=0) + 1)
+    with building_dir(target) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+    log.info(f"Wrote version {target.name} of {name!r} for TF Serving in {target}.")
+    return target
+
+
 def write_tflite(source: Path, target: Path, task_type: Any, *, quantize: str,
                  representative: int, int8_io: bool, run_dir: Path | None) -> str | None:
     """Convert the export `source` into `target` (with `target.json`) and,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -118,6 +119,27 @@ class Predictor:
                 chunks.setdefault(key, []).append(value)
         return {key: np.concatenate(values) for key, values in chunks.items()}
 
+    def signatures(self) -> dict[str, dict[str, dict[str, TensorInfo]]]:
+        """Each signature of the model: `{name: {"inputs": {...}, "outputs":
+        {...}}}`, every tensor as a `TensorInfo` (batch dimension `None`)."""
+        found = {}
+        for name, function in self._module.signatures.items():
+            found[name] = {
+                "inputs": {key: TensorInfo(spec.dtype.as_numpy_dtype, tuple(spec.shape))
+                           for key, spec in function.structured_input_signature[1].items()},
+                "outputs": {key: TensorInfo(spec.dtype.as_numpy_dtype, tuple(spec.shape))
+                            for key, spec in function.structured_outputs.items()},
+            }
+        return found
+
+    def call_signature(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run signature `name` on arrays keyed by its input names."""
+        import tensorflow as tf
+
+        outputs = self._module.signatures[name](**{key: tf.constant(value)
+                                                   for key, value in inputs.items()})
+        return {key: value.numpy() for key, value in outputs.items()}
+
     def _run(self, function: str, inputs: Sequence[Any], batch_size: int,
              progress: str | None = None) -> Any:
         """The outputs of `function` (`serve` or `raw_outputs`) batch by batch,
@@ -134,6 +156,15 @@ class Predictor:
         for form, batch in batches:
             call = getattr(self._module, f"{attribute}_{form}" if form else attribute)
             yield {key: value.numpy() for key, value in call(tf.constant(batch)).items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A signature's input or output: numpy dtype and shape (`None` for a
+    dimension of any size)."""
+
+    dtype: Any
+    shape: tuple[int | None, ...]
 
 
 def _reason(error: Exception) -> str:
@@ -166,6 +197,25 @@ class LitePredictor(Predictor):
         self._runners = {key: self._interpreter.get_signature_runner(key)
                          for key in tflite.SIGNATURES}
         self._lock = threading.Lock()  # an interpreter runs one call at a time
+
+    def signatures(self) -> dict[str, dict[str, dict[str, TensorInfo]]]:
+        def infos(details: dict) -> dict[str, TensorInfo]:
+            return {key: TensorInfo(np.dtype(detail["dtype"]).type,
+                                    tuple(None if size < 0 else int(size)
+                                          for size in detail["shape_signature"]))
+                    for key, detail in details.items()}
+
+        return {name: {"inputs": infos(runner.get_input_details()),
+                       "outputs": infos(runner.get_output_details())}
+                for name, runner in self._runners.items()}
+
+    def call_signature(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        runner = self._runners[name]
+        details, outputs_of = runner.get_input_details(), runner.get_output_details()
+        with self._lock:
+            raw = runner(**{key: _quantised(np.asarray(value), details[key])
+                            for key, value in inputs.items()})
+        return {key: _dequantised(value, outputs_of[key]) for key, value in raw.items()}
 
     def _run(self, function: str, inputs: Sequence[Any], batch_size: int,
              progress: str | None = None) -> Any:

@@ -84,6 +84,13 @@ class Task:
         file_inputs: each raw input `read_data` gives is a file path (an
             image): the engine reads the file, and the preprocessor gets its
             bytes; TFRecords written by `ftk data to-tfrecord` hold the bytes.
+        page: how `ftk serve`'s page lets people try the model. `input` is
+            `"text"` (a text box) or `"file"` (an upload, sent as its bytes);
+            `show` is `"json"` (the prediction as JSON), `"scores"` (the
+            prediction's `label` and the top entries of its `scores` mapping)
+            or `"detections"` (its `detections`, each with `label`, `score`
+            and a pixel `box` `[x_min, y_min, x_max, y_max]`, drawn on the
+            uploaded picture).
 
     Example:
         ```python
@@ -112,6 +119,7 @@ class Task:
     main_metric: ClassVar[str | None] = None
     predict_options: ClassVar[tuple[Option, ...]] = ()
     file_inputs: ClassVar[bool] = False
+    page: ClassVar[Mapping[str, str]] = {"input": "text", "show": "json"}
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("read_data", "build_preprocessor", "build_head",
                                            "build_loss")

@@ -256,3 +256,64 @@ def loopback_hub(status: int, max_requests: int = 20) -> Any:
             thread.join(timeout=10)
 
     return serving()
+
+
+def ftk_server(path: Any, *args: Any, timeout: float = 180) -> Any:
+    """A context manager running `ftk serve PATH --port 0 ARGS...` on
+    127.0.0.1; yields `(base_url, log)`, `log` the list of its stderr lines so
+    far, and stops the process (SIGTERM, then SIGKILL) on exit."""
+    import re
+    import subprocess
+    import sys
+    import threading
+    import time
+    from contextlib import contextmanager
+
+    @contextmanager
+    def serving() -> Any:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ftk.cli", "serve", str(path), "--host", "127.0.0.1",
+             "--port", "0", *map(str, args)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log: list[str] = []
+        reader = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                found = [re.search(r"Serving at (http://127\.0\.0\.1:\d+)/", line) for line in log]
+                found = [match for match in found if match]
+                if found:
+                    break
+                assert process.poll() is None, "ftk serve ended:\n" + "".join(log)
+                assert time.monotonic() < deadline, "ftk serve never listened:\n" + "".join(log)
+                time.sleep(0.05)
+            yield found[0][1], log
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+            reader.join(timeout=10)
+
+    return serving()
+
+
+def http_json(url: str, body: Any = None, *, raw: bytes | None = None,
+              timeout: float = 60) -> tuple[int, Any]:
+    """`(status, JSON answer)` of a GET (no body) or a POST of `body` as JSON
+    (or of `raw` bytes) to `url`."""
+    import urllib.error
+    import urllib.request
+
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST",
+                                     headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

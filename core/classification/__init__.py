@@ -312,6 +312,7 @@ class ClassificationTask(Task):
     config_types: ClassVar[Mapping[str, Any]] = CLASSIFICATION_TYPES
     config_choices: ClassVar[Mapping[str, tuple[Any, ...]]] = CLASSIFICATION_CHOICES
     space_type = ClassSpace
+    page: ClassVar[Mapping[str, str]] = {"input": "text", "show": "scores"}
     metric_directions: ClassVar[Mapping[str, str]] = {
         "accuracy": "max", "top5_accuracy": "max"}
     space: ClassSpace

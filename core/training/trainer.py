@@ -87,16 +87,29 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     phases = plan_phases(config)
     # A backbone no phase trains stays as loaded: checkpoints skip its weights.
     saved = model if any(p.train_backbone for p in phases) else tf.train.Checkpoint(head=model.head)
+    # Epochs each training dataset ("data" or "cache") had given an
+    # uninterrupted run before the phase at hand: a resumed run replays its
+    # shuffles that far.
+    given = {"data": 0, "cache": 0}
     for index, phase in enumerate(phases):
+        start = min(max(done, phase.start), phase.end)
+        cached = False
+        if feature_cache is not None:
+            # A phase already done is counted as the uninterrupted run planned it.
+            length = phase.end - (phase.start if phase.end <= done else start)
+            cached, reason = feature_cache.plan(phase.train_backbone, length)
         if phase.end <= done:
+            given["cache" if cached else "data"] += phase.end - phase.start
             continue
         chosen = backbone_variables if phase.train_backbone else []
         data = (train_data, validation_data)
         if feature_cache is not None:
-            cached, reason = feature_cache.plan(phase.train_backbone, phase.end - max(done, phase.start))
             log.info(f"Feature cache {'on' if cached else 'off'}: {reason}.")
             if cached:
                 data = feature_cache.datasets()
+        endless = repeats and data[0] is train_data  # one iterator for all epochs
+        if not endless:
+            replay_shuffles(data[0], given["cache" if cached else "data"] + start - phase.start)
         checkpoint = _compile_phase(model, saved, phase, chosen, loss, metrics_factory,
                                     train_config, steps_per_epoch * (phase.end - phase.start))
         if state is not None:
@@ -116,8 +129,8 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
         model.fit(
             data[0],
             validation_data=data[1],
-            steps_per_epoch=steps_per_epoch if repeats and data[0] is train_data else None,
-            initial_epoch=max(done, phase.start),
+            steps_per_epoch=steps_per_epoch if endless else None,
+            initial_epoch=start,
             epochs=phase.end,
             callbacks=_callbacks(guard, checkpointer, monitor, lower_is_better, train_config, run),
             verbose=1 if progress.interactive() else 0,
@@ -131,6 +144,7 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
                 f"Checkpoints up to the previous epoch are kept in {folder}."
             )
         best = checkpointer.best
+        given["cache" if cached else "data"] += phase.end - phase.start
         done = phase.end
         if model.stop_training:
             break  # early stopping ends the run, not only the phase
@@ -141,6 +155,19 @@ def train(model: FineTuneModel, train_data: Any, validation_data: Any, *, loss: 
     if (folder / "best").exists():
         tf.train.Checkpoint(model=model).read(str(folder / "best" / CHECKPOINT_PREFIX)).expect_partial()
     return read_history(run.file(HISTORY_FILE))
+
+
+def replay_shuffles(dataset: Any, epochs: int) -> None:
+    """Draw, and drop, the seeded shuffles of `dataset`'s first `epochs`
+    epochs, so that the next epoch is shuffled as it was in an uninterrupted
+    run. Each new iterator draws its epoch's shuffle seeds when it is created,
+    before it reads anything.
+
+    The order is replayed exactly where the model trains on this dataset
+    object itself (the default strategy); a distributed dataset is rebuilt
+    from it and draws its own orders."""
+    for _ in range(epochs):
+        iter(dataset)
 
 
 def _compile_phase(model: FineTuneModel, saved: Any, phase: Phase, chosen: list, loss: Any,

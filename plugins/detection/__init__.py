@@ -47,6 +47,7 @@ class Detection(ftk.Task):
     space_type = BoxSpace
     evaluate_on = "predictions"
     main_metric = "map"
+    page = {"input": "file", "show": "detections"}
     predict_options = (ftk.Option("draw", str, "Also write each input with its detections "
                                               "drawn into this folder (PNG)."),)
     space: BoxSpace

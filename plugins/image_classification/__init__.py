@@ -31,6 +31,7 @@ class ImageClassification(classification.ClassificationTask):
 
     name = "image_classification"
     file_inputs = True
+    page = {"input": "file", "show": "scores"}
     default_backbone = "efficientnet-lite0"
     description = "Classify images (a folder per class, or a CSV) with a TF Hub image backbone."
     head_name = "dropout + dense"

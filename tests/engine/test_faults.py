@@ -36,9 +36,10 @@ pytestmark = [pytest.mark.e2e,
 PAUSE_AT = Path(__file__).parents[1] / "faults" / "pause_at.py"
 EPOCHS = 4
 SEED = int(os.environ.get("FTK_FAULT_SEED", "11"))
-# The resumed process draws its later shuffles and dropout afresh, so its
-# metrics are close to an uninterrupted run's, not equal (measured: within 2%).
-TOLERANCE = 0.06
+# The resumed process replays the uninterrupted run's shuffles and restores
+# its optimiser, so it ends on the same weights (measured: equal to 1e-5);
+# the tiny model has no dropout, whose draws a resumed process makes afresh.
+TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
