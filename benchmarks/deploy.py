@@ -55,16 +55,20 @@ def benchmark(task: str, modes: list[str], workdir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tasks", nargs="*", default=list(TASKS), choices=TASKS)
+    parser.add_argument("tasks", nargs="*", metavar="TASK",
+                        help=f"tasks to run (default: all of {', '.join(TASKS)})")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     args = parser.parse_args()
+    tasks = args.tasks or list(TASKS)
+    if sorted(set(tasks) - set(TASKS)):
+        parser.error(f"Tasks are {', '.join(TASKS)}. Received: {', '.join(tasks)}")
     modes = args.modes.split(",")
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         parser.error(f"--modes takes {', '.join(MODES)}. Received: {', '.join(unknown)}")
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}\n")
-    for task in args.tasks:
+    for task in tasks:
         with tempfile.TemporaryDirectory() as scratch:
             benchmark(task, modes, Path(scratch))
 

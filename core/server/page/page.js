@@ -24,6 +24,7 @@ async function describe() {
   const file = settings.page.input === "file";
   show($("text-field"), !file);
   show($("file-field"), file);
+  show($("min-score-field"), settings.page.show === "detections");
   show($("form"), true);
 }
 
@@ -114,12 +115,14 @@ function render(prediction) {
     label.textContent = `${prediction.label} (${prediction.score.toFixed(3)})`;
     output.append(label, scoreRows(prediction.scores));
   } else if (kind === "detections" && prediction.detections) {
-    drawDetections(prediction.detections);
+    const least = Number($("min-score").value) || 0;
+    const kept = prediction.detections.filter((found) => found.score >= least);
+    drawDetections(kept);
     const count = document.createElement("p");
     count.id = "label";
-    count.textContent = `${prediction.detections.length} found`;
+    count.textContent = `${kept.length} found with a score of at least ${least}`;
     output.append(count);
-    for (const found of prediction.detections) {
+    for (const found of kept) {
       const row = document.createElement("div");
       row.className = "row detection";
       row.textContent = `${found.label} ${found.score.toFixed(3)} at [${found.box.join(", ")}]`;
@@ -145,7 +148,8 @@ async function submit(event) {
     const answer = await response.json();
     const roundTrip = performance.now() - started;
     if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
-    render(answer.predictions[0]);
+    last = answer.predictions[0];
+    render(last);
     $("latency").textContent =
       `Server ${answer.latency_ms.toFixed(1)} ms, round trip ${roundTrip.toFixed(1)} ms`;
     show($("result"), true);
@@ -156,5 +160,7 @@ async function submit(event) {
   }
 }
 
+let last = null;  // the last prediction, drawn again when the minimum score changes
 $("form").addEventListener("submit", submit);
+$("min-score").addEventListener("input", () => { if (last) render(last); });
 describe().catch((error) => fail(`Cannot describe the model: ${error.message}`));
