@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 # Examples timed one at a time for the latency column.
 LATENCY_EXAMPLES = 20
+# A main-metric loss past which the export warns.
+WARN_LOSS = 0.05
 
 
 def write_tf_serving(source: Path, base: Path, name: str) -> Path:
@@ -39,8 +41,10 @@ def write_tf_serving(source: Path, base: Path, name: str) -> Path:
         raise FtkError(f"{folder} is a file; --output must be a folder of TF Serving models.")
     versions = [int(entry.name) for entry in folder.iterdir()
                 if entry.is_dir() and entry.name.isdigit()] if folder.is_dir() else []
+    # Dot names are staging folders of writes (a killed one is cleared later).
     strangers = [entry.name for entry in folder.iterdir()
-                 if not entry.name.isdigit()] if folder.is_dir() else []
+                 if not entry.name.isdigit() and not entry.name.startswith(".")
+                 ] if folder.is_dir() else []
     if strangers:
         raise FtkError(f"{folder} holds {strangers[0]!r}, which is not a model version; "
                        "TF Serving's model folder holds only numbered versions. Choose another "
@@ -160,6 +164,14 @@ def comparison(task: Any, source: Path, target: Path, evaluation: Any, quantize:
         change = "" if name == "SavedModel" or value is None else f"{value - base:+.4f}"
         lines.append(f"| {name} | {size / 1e6:.2f} MB | {latency * 1000:.1f} ms | "
                      f"{_number(value)} | {change} |")
+    value = rows[1][3].get(metric)
+    if isinstance(value, (int, float)) and isinstance(base, (int, float)):
+        loss = (base - value) * (-1 if task.direction(metric) == "min" else 1)
+        if loss > WARN_LOSS:
+            log.warning(f"The TFLite file ({quantize}) loses {loss:.4f} {metric} against the "
+                        f"SavedModel on this split ({_number(value)} against {_number(base)}). "
+                        "Compare another --quantize mode: int8 activations suit some models "
+                        "badly (a transformer's attention and layer norms among them).")
     return "\n".join(lines) + "\n"
 
 

@@ -84,6 +84,7 @@ def convert(export_dir: Path, metadata: Mapping[str, Any], quantize: str = "none
         int8_io: for `int8`: int8 inputs and outputs too, integer ops only.
     """
     import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the export's other signatures may use its ops)
 
     form = _form(export_dir, metadata)
     check_modes(quantize, int8_io)

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
@@ -51,6 +52,8 @@ class Limits:
 def create_app(model: Any, name: str, limits: Limits = Limits()) -> Starlette:
     """The application serving `model` (a loaded `Predictor`) as `name`."""
     signatures = model.signatures()
+    # Files travel as bytes: a plain string is never read as a path on this machine.
+    takes_files = model.task.file_inputs or model.task.page.get("input") == "file"
     batcher = Batcher(lambda key, payloads: _run(model, limits, key, payloads),
                       limits.max_batch, limits.batch_timeout_ms / 1000)
 
@@ -75,13 +78,17 @@ def create_app(model: Any, name: str, limits: Limits = Limits()) -> Starlette:
         started = time.perf_counter()
         body = rest.parse_body(await _body(request, limits))
         instances = rest.instances_of(body, limits.max_instances)
-        values = [rest.decode_value(value, f"instances[{index}]")
+        values = [_readable_value(value, f"instances[{index}]", takes_files)
                   for index, value in enumerate(instances)]
-        predictions = await batcher.submit(("predict",), values, len(values))
+        try:
+            predictions = await batcher.submit(("predict",), values, len(values))
+        except Exception as error:  # noqa: BLE001 - the model refused these inputs
+            raise RequestError(f"The model cannot run these inputs: {_first_line(error)}") \
+                from None
         failed = next((row for row in predictions if "error" in row), None)
         if failed is not None:
             raise RequestError(f"instances[{failed['input']}]: {failed['error']}")
-        return JSONResponse({"model": name, "predictions": predictions,
+        return _JSON({"model": name, "predictions": predictions,
                              "latency_ms": round((time.perf_counter() - started) * 1000, 2)})
 
     async def models(request: Request) -> JSONResponse:
@@ -117,9 +124,12 @@ def create_app(model: Any, name: str, limits: Limits = Limits()) -> Starlette:
         except Exception as error:  # noqa: BLE001 - the model refused these inputs
             raise RequestError(f"The model cannot run these inputs: {_first_line(error)}") \
                 from None
-        return JSONResponse(rest.response_body(outputs, rows))
+        return _JSON(rest.response_body(outputs, rows))
 
     async def refused(request: Request, error: Exception) -> JSONResponse:
+        if isinstance(error, HTTPException):  # the router's own 404 and 405
+            return JSONResponse({"error": f"{request.method} {request.url.path}: "
+                                 f"{error.detail}"}, status_code=error.status_code)
         status = error.status if isinstance(error, RequestError) else 500
         if status == 500:
             log.exception("Request failed")
@@ -132,7 +142,7 @@ def create_app(model: Any, name: str, limits: Limits = Limits()) -> Starlette:
                 Route("/predict", readable, methods=["POST"]),
                 Route("/v1/models/{path:path}", models, methods=["GET", "POST"]),
                 Mount("/static", StaticFiles(directory=PAGE), name="static")],
-        exception_handlers={RequestError: refused, Exception: refused},
+        exception_handlers={RequestError: refused, HTTPException: refused, Exception: refused},
         lifespan=lifespan)
     app.state.batcher = batcher
     return app
@@ -177,7 +187,28 @@ def _run(model: Any, limits: Limits, key: tuple, payloads: Sequence[Any]) -> lis
             for i in range(len(payloads))]
 
 
+def _readable_value(value: Any, where: str, takes_files: bool) -> Any:
+    """An instance of the readable route: `{"b64": ...}` bytes for a task
+    taking files, a string otherwise."""
+    if takes_files:
+        if not rest.is_b64(value):
+            raise RequestError(f'{where}: this model takes files, sent as {{"b64": ...}}.')
+    elif not isinstance(value, str) and not rest.is_b64(value):
+        raise RequestError(f"{where}: this model takes texts (JSON strings).")
+    return rest.decode_value(value, where)
+
+
+class _JSON(JSONResponse):
+    """JSON answers that may hold NaN or Infinity, as TF Serving's do."""
+
+    def render(self, content: Any) -> bytes:
+        import json
+
+        return json.dumps(content, ensure_ascii=False, allow_nan=True,
+                          separators=(",", ":")).encode("utf-8")
+
+
 def _first_line(error: Exception) -> str:
     from ftk.errors import first_line
 
-    return first_line(error) if hasattr(error, "message") else str(error).splitlines()[0]
+    return first_line(error)

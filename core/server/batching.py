@@ -10,22 +10,25 @@ reading requests while the model computes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
 
+log = logging.getLogger(__name__)
 # `run(key, payloads)` computes one result per payload, in order.
 Run = Callable[[Hashable, Sequence[Any]], Sequence[Any]]
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are compared by identity: payloads hold arrays
 class _Job:
     key: Hashable
     payload: Any
     size: int
     future: asyncio.Future = field(repr=False)
+    arrived: float = field(default_factory=time.monotonic)
 
 
 class Batcher:
@@ -65,6 +68,8 @@ class Batcher:
 
     async def submit(self, key: Hashable, payload: Any, size: int) -> Any:
         """The result of `run(key, [payload, ...])` for this payload."""
+        if self._task is None:  # an application run without lifespan events
+            self.start()
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(_Job(key, payload, size, future))
         self._arrived.set()
@@ -76,14 +81,19 @@ class Batcher:
                 self._arrived.clear()
                 await self._arrived.wait()
             batch = await self._gather()
-            await self._call(batch)
+            try:
+                await self._call(batch)
+            except Exception as error:  # noqa: BLE001 - the loop must go on serving
+                log.exception("A batch failed")
+                for job in batch:
+                    _settle(job, error=error)
 
     async def _gather(self) -> list[_Job]:
         """The first waiting job and those of its key that fit with it,
         waiting up to `timeout_s` for more to arrive."""
         first = self._waiting.popleft()
         batch, total = [first], first.size
-        deadline = time.monotonic() + self.timeout_s
+        deadline = first.arrived + self.timeout_s
         while total < self.max_batch:
             fitting = next((job for job in self._waiting if job.key == first.key
                             and total + job.size <= self.max_batch), None)

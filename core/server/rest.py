@@ -33,11 +33,15 @@ def parse_body(body: bytes) -> dict[str, Any]:
     """The request's JSON object."""
     try:
         value = json.loads(body)
+    except RecursionError:
+        raise RequestError("The body nests too deeply.") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise RequestError(f"The body is not valid JSON: {error}.") from None
     if not isinstance(value, dict):
         raise RequestError("The body must be a JSON object, such as "
                            '{"instances": [...]} or {"inputs": ...}.')
+    if not isinstance(value.get("signature_name", ""), str):
+        raise RequestError('"signature_name" must be a string.')
     return value
 
 
@@ -86,6 +90,9 @@ def request_inputs(request: Mapping[str, Any], inputs: Mapping[str, TensorInfo],
             raise RequestError(f"inputs ({name}) must be batched: a list with one entry per "
                                "example.")
         _check_count(len(tensor), max_instances)
+    if len({len(tensor) for tensor in tensors.values()}) > 1:
+        raise RequestError("inputs: every input needs the same number of examples (its first "
+                           "dimension).")
     return tensors, False
 
 
@@ -93,7 +100,7 @@ def decode_value(value: Any, where: str) -> Any:
     """A JSON value with `{"b64": ...}` replaced by its bytes."""
     if isinstance(value, list):
         return [decode_value(item, where) for item in value]
-    if _is_b64(value):
+    if is_b64(value):
         try:
             return base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, TypeError, ValueError):
@@ -135,7 +142,9 @@ def metadata_body(name: str, signatures: Mapping[str, Mapping[str, Mapping[str, 
               "method_name": "tensorflow/serving/predict"}
         for key, parts in signatures.items()}
     return {"model_spec": {"name": name, "signature_name": "", "version": "1"},
-            "metadata": {"signature_def": {"signature_def": signature_def}}}
+            "metadata": {"signature_def": {
+                "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+                "signature_def": signature_def}}}
 
 
 def _check_count(count: int, max_instances: int) -> None:
@@ -145,14 +154,15 @@ def _check_count(count: int, max_instances: int) -> None:
                            "several requests.", status=413)
 
 
-def _is_b64(value: Any) -> bool:
+def is_b64(value: Any) -> bool:
+    """Whether a JSON value is TF Serving's binary form, `{"b64": ...}`."""
     return isinstance(value, dict) and set(value) == {"b64"}
 
 
 def _named(value: Any, names: list[str], where: str) -> dict[str, Any]:
     """`value` as `{input name: value}`: an object of names, or, for a
     signature of one input, the value itself."""
-    if isinstance(value, dict) and not _is_b64(value):
+    if isinstance(value, dict) and not is_b64(value):
         missing = [name for name in names if name not in value]
         extra = sorted(set(value) - set(names))
         if missing or extra:
@@ -177,7 +187,7 @@ def _array(value: Any, info: TensorInfo, where: str) -> np.ndarray:
                                f"{_dtype_name(info.dtype)}.")
         try:
             array = np.asarray(value, dtype=info.dtype)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise RequestError(f"{where}: expected numbers of one shape for "
                                f"{_dtype_name(info.dtype)}.") from None
     expected = "[" + ", ".join("-1" if s is None else str(s) for s in info.shape) + "]"

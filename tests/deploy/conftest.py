@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import ftk
+from helpers import ftk_server
 
 
 class Trained:
@@ -51,3 +52,25 @@ def detection(tmp_path_factory) -> Trained:
                      set={"backbone.image_size": 64})
     pictures = sorted(str(p) for p in (folder / "test" / "images").iterdir())
     return Trained(result.run_dir, folder / "test" / "annotations.json", pictures, "map")
+
+
+# Servers of the runs above, shared by the server and page tests.
+@pytest.fixture(scope="package")
+def text_server(text):
+    # A batch limit below the concurrent test's clients, so batches fill;
+    # small request limits, so the oversize requests are small.
+    with ftk_server(text.run_dir, "--name", "topics", "--max-batch", "8",
+                    "--max-instances", "16", "--max-body-mb", "0.01") as (url, log):
+        yield url, log
+
+
+@pytest.fixture(scope="package")
+def image_server(image):
+    with ftk_server(image.run_dir, "--name", "colours") as (url, log):
+        yield url, log
+
+
+@pytest.fixture(scope="package")
+def detection_server(detection):
+    with ftk_server(detection.run_dir, "--name", "shapes") as (url, log):
+        yield url, log

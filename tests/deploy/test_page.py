@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import ftk
-from helpers import ftk_server
 
 pytestmark = pytest.mark.e2e
 
@@ -62,69 +61,71 @@ def screenshot(driver, name: str) -> None:
     assert driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
-def test_the_page_classifies_a_typed_text(browser, text):
+def test_the_page_classifies_a_typed_text(browser, text, text_server):
     from selenium.webdriver.common.by import By
 
     sentence = "referee goal stadium"
     expected = ftk.load(text.run_dir).predict([sentence])[0]
-    with ftk_server(text.run_dir, "--name", "topics") as (url, _):
-        submitted(browser, url, lambda d: d.find_element(By.ID, "input-text").send_keys(sentence))
-        screenshot(browser, "page-text")
-        assert browser.find_element(By.ID, "title").text == "topics"
-        assert browser.find_element(By.ID, "label").text.startswith(expected["label"] + " (")
-        rows = browser.find_elements(By.CSS_SELECTOR, "#output .row .name")
-        assert [row.text for row in rows] == sorted(
-            expected["scores"], key=expected["scores"].get, reverse=True)[:5]
-        assert browser.find_element(By.ID, "latency").text.startswith("Server ")
+    url, _ = text_server
+    submitted(browser, url, lambda d: d.find_element(By.ID, "input-text").send_keys(sentence))
+    screenshot(browser, "page-text")
+    assert browser.find_element(By.ID, "title").text == "topics"
+    assert browser.find_element(By.ID, "label").text.startswith(expected["label"] + " (")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#output .row .name")
+    assert [row.text for row in rows] == sorted(
+        expected["scores"], key=expected["scores"].get, reverse=True)[:5]
+    assert browser.find_element(By.ID, "latency").text.startswith("Server ")
 
 
-def test_the_page_draws_the_detections_of_an_uploaded_picture(browser, detection):
+def test_the_page_draws_the_detections_of_an_uploaded_picture(browser, detection,
+                                                              detection_server):
     from selenium.webdriver.common.by import By
 
     picture = detection.inputs[0]
     expected = ftk.load(detection.run_dir).predict([picture])[0]
-    with ftk_server(detection.run_dir, "--name", "shapes") as (url, _):
-        submitted(browser, url, lambda d: d.find_element(By.ID, "input-file").send_keys(picture))
-        screenshot(browser, "page-detection")
-        kept = [found for found in expected["detections"] if found["score"] >= 0.3]
-        assert browser.find_element(By.ID, "label").text == \
-            f"{len(kept)} found with a score of at least 0.3"
-        rows = browser.find_elements(By.CSS_SELECTOR, "#output .detection")
-        assert [row.text.split()[0] for row in rows] == [found["label"] for found in kept]
-        canvas = browser.find_element(By.ID, "picture")
-        assert canvas.is_displayed()
-        # The canvas holds the picture at its own size, boxes drawn over it.
-        from PIL import Image
+    url, _ = detection_server
+    submitted(browser, url, lambda d: d.find_element(By.ID, "input-file").send_keys(picture))
+    screenshot(browser, "page-detection")
+    kept = [found for found in expected["detections"] if found["score"] >= 0.3]
+    assert kept, "the picture needs detections over the page's minimum to draw"
+    assert browser.find_element(By.ID, "label").text == \
+        f"{len(kept)} found with a score of at least 0.3"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#output .detection")
+    assert [row.text.split()[0] for row in rows] == [found["label"] for found in kept]
+    canvas = browser.find_element(By.ID, "picture")
+    assert canvas.is_displayed()
+    # The canvas holds the picture at its own size, boxes drawn over it.
+    from PIL import Image
 
-        width, height = Image.open(picture).size
-        assert (int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))) == (
-            width, height)
-        drawn = browser.execute_script(
-            "const c = document.getElementById('picture').getContext('2d');"
-            "const d = c.getImageData(0, 0, c.canvas.width, c.canvas.height).data;"
-            "let red = 0; for (let i = 0; i < d.length; i += 4) {"
-            "  if (d[i] === 255 && d[i + 1] === 45 && d[i + 2] === 85) red++; } return red;")
-        assert (drawn > 0) == bool(kept)
-        # Every detection, with the minimum at 0.
-        browser.find_element(By.ID, "min-score").clear()
-        browser.find_element(By.ID, "min-score").send_keys("0")
-        assert len(browser.find_elements(By.CSS_SELECTOR, "#output .detection")) == \
-            expected["count"]
+    width, height = Image.open(picture).size
+    assert (int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))) == (
+        width, height)
+    drawn = browser.execute_script(
+        "const c = document.getElementById('picture').getContext('2d');"
+        "const d = c.getImageData(0, 0, c.canvas.width, c.canvas.height).data;"
+        "let red = 0; for (let i = 0; i < d.length; i += 4) {"
+        "  if (d[i] === 255 && d[i + 1] === 45 && d[i + 2] === 85) red++; } return red;")
+    assert (drawn > 0) == bool(kept)
+    # Every detection, with the minimum at 0.
+    browser.find_element(By.ID, "min-score").clear()
+    browser.find_element(By.ID, "min-score").send_keys("0")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#output .detection")) == \
+        expected["count"]
 
 
-def test_the_page_shows_an_undecodable_upload_as_an_error(browser, image, tmp_path):
+def test_the_page_shows_an_undecodable_upload_as_an_error(browser, image_server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a picture")
-    with ftk_server(image.run_dir, "--name", "colours") as (url, _):
-        browser.get(url + "/")
-        WebDriverWait(browser, WAIT_S).until(
-            lambda d: d.find_element(By.ID, "input-file").is_displayed())
-        browser.find_element(By.ID, "input-file").send_keys(str(broken))
-        browser.find_element(By.ID, "submit").click()
-        WebDriverWait(browser, WAIT_S).until(
-            lambda d: d.find_element(By.ID, "error").is_displayed())
-        screenshot(browser, "page-error")
-        assert browser.find_element(By.ID, "error").text.startswith("instances[0]:")
+    url, _ = image_server
+    browser.get(url + "/")
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_element(By.ID, "input-file").is_displayed())
+    browser.find_element(By.ID, "input-file").send_keys(str(broken))
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_element(By.ID, "error").is_displayed())
+    screenshot(browser, "page-error")
+    assert browser.find_element(By.ID, "error").text.startswith("instances[0]:")

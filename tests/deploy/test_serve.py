@@ -22,20 +22,6 @@ pytestmark = pytest.mark.e2e
 TEXTS = ["referee goal stadium", "oven flour sugar", "the striker scored twice"]
 
 
-@pytest.fixture(scope="module")
-def text_server(text):
-    # A batch limit below the concurrent test's clients, so batches fill.
-    with ftk_server(text.run_dir, "--name", "topics", "--max-batch", "8",
-                    "--max-instances", "16", "--max-body-mb", "0.01") as (url, log):
-        yield url, log
-
-
-@pytest.fixture(scope="module")
-def image_server(image):
-    with ftk_server(image.run_dir, "--name", "colours") as (url, log):
-        yield url, log
-
-
 def test_status_and_metadata_are_tf_servings(text_server):
     url, _ = text_server
     for route in ("/v1/models/topics", "/v1/models/topics/versions/1"):
@@ -105,7 +91,13 @@ def test_readable_predictions_are_the_python_apis(text, text_server):
     ("/v1/models/other:predict", {"instances": TEXTS}, 404, "This server serves 'topics'"),
     ("/v1/models/topics/versions/2:predict", {"instances": TEXTS}, 404, "version 2"),
     ("/predict", {"instances": []}, 400, '"instances": a non-empty list'),
-    ("/predict", {"instances": [{"x": 1}]}, 400, "instances[0]: objects are not values here"),
+    ("/predict", {"instances": [{"x": 1}]}, 400, "instances[0]: this model takes texts"),
+    ("/predict", {"instances": [5]}, 400, "instances[0]: this model takes texts"),
+    ("/v1/models/topics:predict", {"signature_name": ["x"], "instances": TEXTS}, 400,
+     '"signature_name" must be a string'),
+    ("/v1/models/topics:predict", {"signature_name": "raw_outputs", "inputs": 5}, 400,
+     "inputs (inputs): shape [] does not fit the signature's [-1]"),
+    ("/nowhere", {"instances": TEXTS}, 404, "POST /nowhere: Not Found"),
 ])
 def test_a_bad_request_gets_a_json_error_and_the_server_goes_on(text_server, route, body,
                                                                 status, message):
@@ -142,6 +134,26 @@ def test_concurrent_requests_are_batched_and_each_logged(text, text_server):
                if '"POST /predict"' in line)
 
 
+def test_concurrent_tf_serving_requests_of_several_sizes_get_their_own_rows(text, text_server):
+    url, _ = text_server
+    model = ftk.load(text.run_dir)
+    sizes = [1, 5, 3, 8, 2, 7, 4, 6] * 3  # several fit in a batch of 8, some do not
+    requests = [[TEXTS[(start + i) % 3] for i in range(size)]
+                for start, size in enumerate(sizes)]
+    expected = {text: row for text, row in zip(TEXTS, model.raw_outputs(TEXTS).tolist())}
+
+    def ask(texts: list) -> list:
+        status, body = http_json(url + "/v1/models/topics:predict",
+                                 {"signature_name": "raw_outputs", "instances": texts})
+        assert status == 200, body
+        return body["predictions"]
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(ask, requests))
+    for texts, rows in zip(requests, answers):
+        np.testing.assert_allclose(rows, [expected[text] for text in texts], rtol=1e-4, atol=1e-5)
+
+
 def test_images_travel_as_b64_and_a_broken_one_is_named(image, image_server):
     url, _ = image_server
     pictures = [Path(path).read_bytes() for path in image.inputs[:3]]
@@ -151,6 +163,7 @@ def test_images_travel_as_b64_and_a_broken_one_is_named(image, image_server):
     assert status == 200, body
     assert [row["label"] for row in body["predictions"]] == [p["label"] for p in expected]
     status, body = http_json(url + "/predict", {"instances": instances})
+    assert status == 200, body
     assert [p["label"] for p in body["predictions"]] == [p["label"] for p in expected]
     broken = {"b64": base64.b64encode(b"not an image").decode()}
     status, body = http_json(url + "/predict", {"instances": [instances[0], broken]})
@@ -166,6 +179,8 @@ def test_images_travel_as_b64_and_a_broken_one_is_named(image, image_server):
     status, body = http_json(url + "/v1/models/colours:predict",
                              {"signature_name": "serving_pixels", "inputs": [[1, 2]]})
     assert status == 400 and "does not fit the signature's [-1, -1, -1, 3]" in body["error"]
+    status, body = http_json(url + "/predict", {"instances": [image.inputs[0]]})
+    assert status == 400 and "this model takes files, sent as" in body["error"]
     assert http_json(url + "/predict", {"instances": instances[:1]})[0] == 200
 
 
