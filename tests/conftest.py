@@ -13,6 +13,9 @@ import pytest  # noqa: E402
 
 from ftk import testing  # noqa: E402
 
+# Fixtures of the deploy tests: trained runs and the servers of them.
+pytest_plugins = ["deploy_fixtures"]
+
 SPORTS = "goal match team score player league coach win stadium referee".split()
 COOKING = "oven recipe bake flour sugar pan dinner taste butter garlic".split()
 WORDS = SPORTS + COOKING

@@ -1,4 +1,5 @@
-"""Small trained runs of each built-in task, shared by the deploy tests."""
+"""Small trained runs of each built-in task, and servers of them, shared by the
+deploy tests (tests/deploy/); loaded by tests/conftest.py as a pytest plugin."""
 
 from __future__ import annotations
 
