@@ -344,6 +344,8 @@ def export(run_dir: str | Path, format: str = "saved_model",
     from ftk.atomic import building_dir
 
     source = find_export(run_dir)
+    if format != "tflite" and (quantize != "none" or int8_io):
+        raise FtkError("--quantize and --int8-io apply to --format tflite only.")
     if format == "tf_serving":
         from ftk.deploy import write_tf_serving
         from ftk.server import default_name
@@ -351,14 +353,10 @@ def export(run_dir: str | Path, format: str = "saved_model",
         if output is None:
             raise FtkError("--format tf_serving needs --output DIR: the model base folder "
                            "TF Serving reads (DIR/NAME/1/ is written).")
-        if quantize != "none" or int8_io:
-            raise FtkError("--quantize and --int8-io apply to --format tflite only.")
         return write_tf_serving(source, Path(output), name or default_name(run_dir))
     if output is not None:
         _check_export_target(Path(output), format)
     if format == "saved_model":
-        if quantize != "none" or int8_io:
-            raise FtkError("--quantize and --int8-io apply to --format tflite only.")
         if output is None or Path(output).resolve() == source.resolve():
             return source
         with building_dir(output) as staging:

@@ -39,17 +39,15 @@ def write_tf_serving(source: Path, base: Path, name: str) -> Path:
     folder = base / name
     if folder.exists() and not folder.is_dir():
         raise FtkError(f"{folder} is a file; --output must be a folder of TF Serving models.")
-    versions = [int(entry.name) for entry in folder.iterdir()
-                if entry.is_dir() and entry.name.isdigit()] if folder.is_dir() else []
     # Dot names are staging folders of writes (a killed one is cleared later).
-    strangers = [entry.name for entry in folder.iterdir()
-                 if not entry.name.isdigit() and not entry.name.startswith(".")
-                 ] if folder.is_dir() else []
+    entries = [entry.name for entry in folder.iterdir()
+               if not entry.name.startswith(".")] if folder.is_dir() else []
+    strangers = [entry for entry in entries if not entry.isdigit()]
     if strangers:
         raise FtkError(f"{folder} holds {strangers[0]!r}, which is not a model version; "
                        "TF Serving's model folder holds only numbered versions. Choose another "
                        "--output or --name.")
-    target = folder / str(max(versions, default=0) + 1)
+    target = folder / str(max(map(int, entries), default=0) + 1)
     with building_dir(target) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
     log.info(f"Wrote version {target.name} of {name!r} for TF Serving in {target}.")
