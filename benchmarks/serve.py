@@ -4,7 +4,9 @@ Run (from the repository root, with ftk installed, after training a run):
     ftk run --task text_classification --output runs/text
     python benchmarks/serve.py runs/text --clients 8 --requests 2000 --max-batch 1,8,32
 
-For each batch limit it starts `ftk serve RUN --port 0 --max-batch B` on
+It first times the model alone in its own process (no HTTP), on batches of
+one and of each limit, which says how fast the machine is. For each batch
+limit it then starts `ftk serve RUN --port 0 --max-batch B` on
 127.0.0.1, warms it up, then `--clients` threads (one keep-alive connection
 each) send `--requests` requests in all to POST /predict, one example each,
 taken in turn from the run's test split (texts as strings, files as b64). It
@@ -31,17 +33,38 @@ from pathlib import Path
 WARM_UP = 50
 
 
-def examples(run: Path) -> list:
-    """The JSON instances: the run's test split as the task reads it."""
+def examples(run: Path) -> tuple[list, list]:
+    """The run's test split as the task reads it, and as JSON instances."""
     import ftk
 
     model = ftk.load(run)
     data = model.config["data"]
     source = data.get("test") or data.get("validation") or data["train"]
-    inputs = model.task.read_data(source).inputs
+    inputs = list(model.task.read_data(source).inputs)
     if model.task.file_inputs or model.task.page.get("input") == "file":
-        return [{"b64": base64.b64encode(Path(path).read_bytes()).decode()} for path in inputs]
-    return [str(text) for text in inputs]
+        return inputs, [{"b64": base64.b64encode(Path(path).read_bytes()).decode()}
+                        for path in inputs]
+    return inputs, [str(text) for text in inputs]
+
+
+def model_alone(run: Path, inputs: list, sizes: list[int]) -> str:
+    """The model's own time per call in this process, without HTTP: what
+    the server's figures are to be read against on another machine."""
+    import ftk
+
+    model = ftk.load(run)
+    parts = []
+    for size in sizes:
+        batch = [str(value) for value in inputs[:size]]
+        model.predict(batch, batch_size=size)
+        times = []
+        for _ in range(20):
+            started = time.perf_counter()
+            model.predict(batch, batch_size=size)
+            times.append(time.perf_counter() - started)
+        seconds = statistics.median(times)
+        parts.append(f"batch {size}: {seconds * 1000:.1f} ms ({size / seconds:.0f} examples/s)")
+    return "The model alone, median of 20 calls: " + "; ".join(parts) + "."
 
 
 class Server:
@@ -112,13 +135,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--max-batch", default="1,8,32", help="comma-separated batch limits")
     args = parser.parse_args()
-    instances = examples(args.run)
+    inputs, instances = examples(args.run)
     task = json.loads((args.run / "export" / "ftk.json").read_text())["task"]
-    print(f"{task}, {args.clients} clients, {args.requests} requests of one example each\n")
+    limits = [int(value) for value in args.max_batch.split(",")]
+    print(f"{task}, {args.clients} clients, {args.requests} requests of one example each")
+    print(model_alone(args.run, inputs, sorted({1, *limits})) + "\n")
     print("| task | max batch | requests/s | p50 ms | p99 ms | mean batch | RSS after warm-up MB "
           "| RSS at end MB |")
     print("|---|---|---|---|---|---|---|---|")
-    for limit in [int(value) for value in args.max_batch.split(",")]:
+    for limit in limits:
         server = Server(args.run, limit)
         try:
             drive(server.port, instances, args.clients, WARM_UP)

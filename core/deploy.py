@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -70,17 +71,13 @@ def write_tflite(source: Path, target: Path, task_type: Any, *, quantize: str,
     metadata = read_metadata(source)
     task = task_type(metadata["config"], task_type.space_type.from_json(metadata["targets"]))
     splits = _splits(task, run_dir)
-    calibration = None
-    if quantize == "int8":
-        if splits is None:
-            raise FtkError(f"--quantize int8 calibrates on the run's training data, which "
-                           f"{source} does not lead to. Pass the run directory, with its "
-                           "training data where the run read it.")
-        calibration = _representative(task, splits.train, representative, metadata)
+    float_ops: list[str] = []
     with timed(f"Converting {source} to TFLite ({quantize})"):
-        flatbuffer = tflite.convert(source, metadata, quantize, representative=calibration,
-                                    int8_io=int8_io)
-    described = tflite.describe(flatbuffer, metadata, quantize, int8_io)
+        if quantize == "int8":
+            flatbuffer, float_ops = _int8(task, source, metadata, splits, representative, int8_io)
+        else:
+            flatbuffer = tflite.convert(source, metadata, quantize)
+    described = tflite.describe(flatbuffer, metadata, quantize, int8_io, float_ops)
     table_file = target.with_name(target.name + ".md")
     # An earlier file's table would describe the wrong file if this one
     # stopped half-way; its sidecar is refused by digest.
@@ -93,9 +90,61 @@ def write_tflite(source: Path, target: Path, task_type: Any, *, quantize: str,
         if splits is not None:
             log.info("No comparison table: the run has neither a test nor a validation split.")
         return None
-    table = comparison(task, source, target, evaluation, quantize)
+    table = comparison(task, source, target, evaluation, quantize, float_ops)
     write_text_atomic(table_file, table)
     return table
+
+
+def _int8(task: Any, source: Path, metadata: dict[str, Any], splits: Any, count: int,
+          int8_io: bool) -> tuple[bytes, list[str]]:
+    """The int8 file, and the ops it keeps float.
+
+    Full int8 where it keeps the main metric within `WARN_LOSS` of the
+    SavedModel's on the validation split (else the test split). Where it
+    does not (a transformer's layer norms and softmax lose most in int8),
+    only the weight ops run in int8 and the others stay float: the file
+    keeps most of int8's saving in size. `--int8-io` asks for integer ops
+    throughout, so it always gets full int8.
+    """
+    from ftk import tflite
+    from ftk.predictor import Predictor
+
+    if splits is None:
+        raise FtkError(f"--quantize int8 calibrates on the run's training data, which "
+                       f"{source} does not lead to. Pass the run directory, with its "
+                       "training data where the run read it.")
+    calibrated = tflite.calibrate(source, metadata,
+                                  _representative(task, splits.train, count, metadata), int8_io)
+    flatbuffer = calibrated.quantize()
+    check = splits.validation if splits.validation is not None else splits.test
+    if int8_io or check is None:
+        return flatbuffer, []
+    base = _scores(Predictor(source, type(task)), check)
+    metric = main_metric(task, base)
+    with tempfile.TemporaryDirectory(prefix="ftk-int8-") as folder:
+        lite = _scores(_lite_predictor(flatbuffer, metadata, type(task), Path(folder)), check)
+    loss = _loss(task, metric, base, lite)
+    if loss is None or loss <= WARN_LOSS:
+        return flatbuffer, []
+    float_ops = calibrated.float_ops_beside_weights()
+    log.info(f"Full int8 loses {loss:.4f} {metric} on {check.source}: only the weight ops "
+             f"run in int8, the others stay float ({', '.join(float_ops)}).")
+    return calibrated.quantize(float_ops), float_ops
+
+
+def _lite_predictor(flatbuffer: bytes, metadata: dict[str, Any], task_type: Any,
+                    folder: Path) -> Any:
+    """A predictor of a file not yet written where it goes."""
+    import json
+
+    from ftk import tflite
+    from ftk.predictor import LitePredictor
+
+    path = folder / "candidate.tflite"
+    path.write_bytes(flatbuffer)
+    tflite.sidecar_path(path).write_text(
+        json.dumps(tflite.describe(flatbuffer, metadata, "int8", False)), encoding="utf-8")
+    return LitePredictor(path, task_type)
 
 
 def _splits(task: Any, run_dir: Path | None) -> Any:
@@ -139,18 +188,17 @@ def _inputs_of(examples: Any, count: int) -> list[Any]:
     return [examples.inputs[i] for i in chosen]
 
 
-def comparison(task: Any, source: Path, target: Path, evaluation: Any, quantize: str) -> str:
+def comparison(task: Any, source: Path, target: Path, evaluation: Any, quantize: str,
+               float_ops: Iterable[str] = ()) -> str:
     """Format, size, latency per example and main metric of the SavedModel
     and the TFLite file on `evaluation`, as a Markdown table."""
-    from ftk.evaluation import score
     from ftk.predictor import LitePredictor, Predictor
 
     rows = []
     for name, predictor, size in (
             ("SavedModel", Predictor(source, type(task)), _size(source)),
             (f"TFLite ({quantize})", LitePredictor(target, type(task)), target.stat().st_size)):
-        metrics = score(predictor.task, predictor, evaluation)
-        rows.append((name, size, _latency(predictor, evaluation), metrics))
+        rows.append((name, size, _latency(predictor, evaluation), _scores(predictor, evaluation)))
     metric = main_metric(task, rows[0][3])
     base = rows[0][3].get(metric)
     lines = [f"Evaluated on {len(evaluation)} examples of {evaluation.source}; latency is "
@@ -162,15 +210,29 @@ def comparison(task: Any, source: Path, target: Path, evaluation: Any, quantize:
         change = "" if name == "SavedModel" or value is None else f"{value - base:+.4f}"
         lines.append(f"| {name} | {size / 1e6:.2f} MB | {latency * 1000:.1f} ms | "
                      f"{_number(value)} | {change} |")
-    value = rows[1][3].get(metric)
-    if isinstance(value, (int, float)) and isinstance(base, (int, float)):
-        loss = (base - value) * (-1 if task.direction(metric) == "min" else 1)
-        if loss > WARN_LOSS:
-            log.warning(f"The TFLite file ({quantize}) loses {loss:.4f} {metric} against the "
-                        f"SavedModel on this split ({_number(value)} against {_number(base)}). "
-                        "Compare another --quantize mode: int8 activations suit some models "
-                        "badly (a transformer's attention and layer norms among them).")
+    if float_ops:
+        lines += ["", "Full int8 lost too much here, so only the weight ops run in int8; "
+                  f"these stay float: {', '.join(float_ops)}."]
+    loss = _loss(task, metric, rows[0][3], rows[1][3])
+    if loss is not None and loss > WARN_LOSS:
+        log.warning(f"The TFLite file ({quantize}) loses {loss:.4f} {metric} against the "
+                    f"SavedModel on this split ({_number(rows[1][3].get(metric))} against "
+                    f"{_number(base)}). Compare another --quantize mode.")
     return "\n".join(lines) + "\n"
+
+
+def _scores(predictor: Any, split: Any) -> dict[str, Any]:
+    from ftk.evaluation import score
+
+    return score(predictor.task, predictor, split)
+
+
+def _loss(task: Any, metric: str, base: dict[str, Any], metrics: dict[str, Any]) -> float | None:
+    """How much worse `metrics` are than `base` in `metric` (negative: better)."""
+    value, reference = metrics.get(metric), base.get(metric)
+    if not isinstance(value, (int, float)) or not isinstance(reference, (int, float)):
+        return None
+    return (reference - value) * (-1 if task.direction(metric) == "min" else 1)
 
 
 def main_metric(task: Any, metrics: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 QUANTIZE = ("none", "dynamic", "float16", "int8")
 FORMAT = "ftk-tflite"
 SIGNATURES = ("serving_default", "raw_outputs")
+# Ops that hold a model's weights: where int8 saves size and time. When full
+# int8 loses too much, only these run in int8 (`Calibrated.float_ops_beside_weights`).
+WEIGHT_OPS = frozenset({"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV",
+                        "BATCH_MATMUL", "GATHER", "EMBEDDING_LOOKUP"})
 # TensorFlow's error when a graph op has no TFLite kernel, e.g.
 # "'tf.CombinedNonMaxSuppression' op is neither a custom op nor a flex op".
 _MISSING_OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
@@ -68,42 +73,123 @@ def op_names(flatbuffer: bytes, *, custom_only: bool = False) -> collections.Cou
     return counts
 
 
-def convert(export_dir: Path, metadata: Mapping[str, Any], quantize: str = "none", *,
-            representative: Callable[[], Iterable[Any]] | None = None,
-            int8_io: bool = False) -> bytes:
-    """The export's TFLite-form signatures as a TFLite flatbuffer.
+def convert(export_dir: Path, metadata: Mapping[str, Any], quantize: str = "none") -> bytes:
+    """The export's TFLite-form signatures as a TFLite flatbuffer, in a mode
+    that needs no calibration.
 
     Args:
         export_dir: the export folder.
         metadata: its `ftk.json`.
-        quantize: `none` (float32), `dynamic` (int8 weights, float compute),
-            `float16` (float16 weights) or `int8` (weights and activations,
-            calibrated on `representative`).
-        representative: for `int8`: a function giving input batches of the
-            TFLite form, one example each.
-        int8_io: for `int8`: int8 inputs and outputs too, integer ops only.
+        quantize: `none` (float32), `dynamic` (int8 weights, float compute)
+            or `float16` (float16 weights). `int8` goes through `calibrate`.
     """
+    import tensorflow as tf
+
+    check_modes(quantize, False)
+    if quantize == "int8":
+        raise FtkError("--quantize int8 calibrates first: use tflite.calibrate.")
+    converter, names = _converter(export_dir, metadata)
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return _finished(_converted(converter, export_dir), names, export_dir)
+
+
+def calibrate(export_dir: Path, metadata: Mapping[str, Any],
+              representative: Callable[[], Iterable[Any]], int8_io: bool = False) -> Calibrated:
+    """The export's TFLite-form signatures with the range of every tensor
+    recorded on `representative` (a function giving input batches of the
+    TFLite form, one example each), ready to quantise to int8."""
+    import tensorflow as tf
+
+    converter, names = _converter(export_dir, metadata)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    inputs = {key: metadata["tflite"]["input_name"] for key in names}
+
+    def calibration() -> Iterable[Any]:
+        # Every signature is calibrated, each on the same examples.
+        for batch in representative():
+            for key, name in inputs.items():
+                yield key, {name: batch}
+
+    converter.representative_dataset = calibration
+    # Calibration runs the model, custom ops included. TensorFlow has no public
+    # setting for their registrars.
+    converter.target_spec._experimental_custom_op_registerers = op_registerers()
+    if int8_io:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # Stop after calibration, so that the model can be quantised more than
+    # one way without running it again (TensorFlow's quantisation debugger
+    # does the same).
+    converter._experimental_calibrate_only = True
+    with warnings.catch_warnings():
+        # TensorFlow's calibrator runs its own deprecated interpreter and says so.
+        warnings.filterwarnings("ignore", r"(?s).*tf\.lite\.Interpreter is deprecated",
+                                UserWarning)
+        calibrated = _converted(converter, export_dir)
+    return Calibrated(calibrated, names, int8_io, export_dir)
+
+
+class Calibrated:
+    """A float TFLite model whose tensors' ranges were recorded: what int8
+    quantisation starts from."""
+
+    def __init__(self, flatbuffer: bytes, names: Mapping[str, str], int8_io: bool, source: Any):
+        self._flatbuffer = _without_loop_ranges(flatbuffer)
+        self._names = dict(names)
+        self.int8_io = int8_io
+        self._source = source
+
+    def quantize(self, float_ops: Iterable[str] = ()) -> bytes:
+        """The int8 file: weights and activations in int8, except in the ops
+        named in `float_ops` (TFLite builtin names), which stay float."""
+        import tensorflow as tf
+        from tensorflow.lite.python import convert as lite_convert
+
+        io_type = tf.int8 if self.int8_io else tf.float32
+        flatbuffer = lite_convert.mlir_quantize(
+            self._flatbuffer, input_data_type=io_type, output_data_type=io_type,
+            denylisted_ops=sorted(float_ops) or None)
+        flatbuffer = _finished(flatbuffer, self._names, self._source)
+        if self.int8_io:
+            _check_int8_inputs(flatbuffer, self._source)
+        return flatbuffer
+
+    def float_ops_beside_weights(self) -> list[str]:
+        """The model's ops other than those that hold weights (`WEIGHT_OPS`)
+        and its custom ops: what stays float when only the weight ops run in int8."""
+        custom = op_names(self._flatbuffer, custom_only=True)
+        return sorted(set(op_names(self._flatbuffer)) - WEIGHT_OPS - set(custom))
+
+
+def _converter(export_dir: Path, metadata: Mapping[str, Any]) -> tuple[Any, dict[str, str]]:
+    """A converter of the export's TFLite-form signatures, and the name each
+    signature gets in the file."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (the export's other signatures may use its ops)
 
     form = _form(export_dir, metadata)
-    check_modes(quantize, int8_io)
     suffix = f"_{form}" if form else ""
-    keys = {f"serving{suffix}" if form else "serving_default": "serving_default",
-            f"raw_outputs{suffix}": "raw_outputs"}
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(export_dir), signature_keys=list(keys))
+    names = {f"serving{suffix}" if form else "serving_default": "serving_default",
+             f"raw_outputs{suffix}": "raw_outputs"}
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(export_dir), signature_keys=list(names))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = True
-    _quantize(converter, quantize, {key: metadata["tflite"]["input_name"] for key in keys},
-              representative, int8_io)
+    return converter, names
+
+
+def _converted(converter: Any, export_dir: Path) -> bytes:
     try:
-        flatbuffer = converter.convert()
+        return converter.convert()
     except Exception as error:  # noqa: BLE001 - the converter raises many kinds
         raise _conversion_error(export_dir, error) from None
-    flatbuffer = _renamed_signatures(flatbuffer, keys)
-    check_runs(flatbuffer, export_dir)
-    if int8_io:
-        _check_int8_inputs(flatbuffer, export_dir)
+
+
+def _finished(flatbuffer: bytes, names: Mapping[str, str], source: Any) -> bytes:
+    """The file under the plain signature names, checked to run."""
+    flatbuffer = _renamed_signatures(flatbuffer, names)
+    check_runs(flatbuffer, source)
     return flatbuffer
 
 
@@ -130,13 +216,40 @@ def _check_int8_inputs(flatbuffer: bytes, source: Any) -> None:
 def _renamed_signatures(flatbuffer: bytes, names: Mapping[str, str]) -> bytes:
     """The flatbuffer with its signatures renamed (`serving_tflite` ->
     `serving_default`), so every file has the same two names."""
+    def rename(model: Any) -> None:
+        for signature in model.signatureDefs or []:
+            key = signature.signatureKey.decode()
+            signature.signatureKey = names.get(key, key).encode()
+
+    return _rewritten(flatbuffer, rename)
+
+
+def _without_loop_ranges(flatbuffer: bytes) -> bytes:
+    """A calibrated flatbuffer without the ranges recorded in control-flow
+    bodies (a `tf.map_fn`'s loop), so that their ops stay float.
+
+    TFLite's calibrator records a loop body's tensors as it first enters
+    them: a list the loop fills still reads as zeros there, and int8 then
+    squeezes every value written to it into a range of about 1e-6 (a
+    detector's boxes and scores all came out as 0.000255 and 1e-6).
+    """
+    def clear(model: Any) -> None:
+        entries = {signature.subgraphIndex for signature in model.signatureDefs or []}
+        for index, subgraph in enumerate(model.subgraphs or []):
+            if index not in entries:
+                for tensor in subgraph.tensors or []:
+                    tensor.quantization = None
+
+    return _rewritten(flatbuffer, clear)
+
+
+def _rewritten(flatbuffer: bytes, edit: Callable[[Any], None]) -> bytes:
+    """The flatbuffer after `edit` changed its unpacked model in place."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
-    for signature in model.signatureDefs or []:
-        key = signature.signatureKey.decode()
-        signature.signatureKey = names.get(key, key).encode()
+    edit(model)
     builder = flatbuffers.Builder(len(flatbuffer) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -147,36 +260,6 @@ def _form(export_dir: Path, metadata: Mapping[str, Any]) -> str:
         raise FtkError(f"{export_dir} was exported by an earlier ftk version, which did not "
                        "record the input its TFLite file takes. Train the run again.")
     return metadata["tflite"]["form"]
-
-
-def _quantize(converter: Any, quantize: str, inputs: Mapping[str, str],
-              representative: Callable[[], Iterable[Any]] | None, int8_io: bool) -> None:
-    """Set the converter up for `quantize`; `inputs` names each signature's input."""
-    import tensorflow as tf
-
-    if quantize == "none":
-        return
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if quantize != "int8":
-        return
-    if representative is None:
-        raise FtkError("--quantize int8 needs representative examples to calibrate on.")
-    def calibration() -> Iterable[Any]:
-        # Every signature is calibrated, each on the same examples.
-        for batch in representative():
-            for key, name in inputs.items():
-                yield key, {name: batch}
-
-    converter.representative_dataset = calibration
-    # Calibration runs the model, custom ops included. TensorFlow has no public
-    # setting for their registrars.
-    converter.target_spec._experimental_custom_op_registerers = op_registerers()
-    if int8_io:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
 
 
 def _needs_tensorflow(source: Any, ops: Iterable[str]) -> FtkError:
@@ -225,8 +308,9 @@ def interpreter(flatbuffer: bytes) -> Any:
 
 
 def describe(flatbuffer: bytes, metadata: Mapping[str, Any], quantize: str,
-             int8_io: bool) -> dict[str, Any]:
-    """The sidecar: what a user of the file needs besides the file."""
+             int8_io: bool, float_ops: Iterable[str] = ()) -> dict[str, Any]:
+    """The sidecar: what a user of the file needs besides the file
+    (`float_ops`: the ops an int8 file keeps float)."""
     runner = interpreter(flatbuffer)
     signatures = {}
     for key in SIGNATURES:
@@ -237,6 +321,7 @@ def describe(flatbuffer: bytes, metadata: Mapping[str, Any], quantize: str,
     custom = sorted(op_names(flatbuffer, custom_only=True))
     return {"format": FORMAT, "version": 1, "task": metadata["task"],
             "backbone": metadata.get("backbone"), "quantize": quantize, "int8_io": int8_io,
+            **({"int8_float_ops": sorted(float_ops)} if quantize == "int8" else {}),
             "sha256": hashlib.sha256(flatbuffer).hexdigest(),
             "input": {"form": metadata["tflite"]["form"] or "raw", **metadata["tflite"]["input"]},
             "signatures": signatures,
