@@ -42,6 +42,7 @@ def benchmark(task: str, modes: list[str], workdir: Path) -> None:
     run_dir = workdir / printed.split("Run directory: ")[1].splitlines()[0]
     print(f"### {task}\n\nQuickstart run: {time.perf_counter() - start:.0f} s.\n")
     rows: list[str] = []
+    notes: list[str] = []
     for mode in modes:
         ftk("export", str(run_dir), "--format", "tflite", "--quantize", mode, env=env, cwd=workdir)
         name = "model.tflite" if mode == "none" else f"model-{mode}.tflite"
@@ -49,8 +50,13 @@ def benchmark(task: str, modes: list[str], workdir: Path) -> None:
         if not rows:
             print(table[0] + "\n")
             rows = table[2:5]  # header, rule, SavedModel row
-        rows.append(table[-1])
+        row = next(index for index, line in enumerate(table) if line.startswith("| TFLite"))
+        rows.append(table[row])
+        # What the table says below its rows (which ops an int8 file keeps float).
+        notes += [f"{mode}: {line}" for line in table[row + 1:] if line.strip()]
     print("\n".join(rows) + "\n", flush=True)
+    if notes:
+        print("\n".join(notes) + "\n", flush=True)
 
 
 def main() -> None:
