@@ -63,7 +63,8 @@ def model_alone(run: Path, inputs: list, sizes: list[int]) -> str:
             model.predict(batch, batch_size=size)
             times.append(time.perf_counter() - started)
         seconds = statistics.median(times)
-        parts.append(f"batch {size}: {seconds * 1000:.1f} ms ({size / seconds:.0f} examples/s)")
+        parts.append(f"batch {len(batch)}: {seconds * 1000:.1f} ms "
+                     f"({len(batch) / seconds:.0f} examples/s)")
     return "The model alone, median of 20 calls: " + "; ".join(parts) + "."
 
 

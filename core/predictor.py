@@ -184,13 +184,16 @@ class LitePredictor(Predictor):
     what the file leaves (`Task.tflite_outputs`).
     """
 
-    def __init__(self, path: str | Path, task_type: Any):
+    def __init__(self, path: str | Path, task_type: Any, *,
+                 content: tuple[bytes, dict[str, Any]] | None = None):
+        """`content`: the file's bytes and sidecar, when they are not (yet)
+        at `path` (an export weighing a candidate file)."""
         import threading
 
         from ftk import tflite
 
         self.path = Path(path)
-        flatbuffer, self.metadata = tflite.read_sidecar(self.path)
+        flatbuffer, self.metadata = content or tflite.read_sidecar(self.path)
         space = task_type.space_type.from_json(self.metadata["targets"])
         self.task = task_type(self.metadata["config"], space)
         self._interpreter = tflite.interpreter(flatbuffer)

@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 QUANTIZE = ("none", "dynamic", "float16", "int8")
 FORMAT = "ftk-tflite"
 SIGNATURES = ("serving_default", "raw_outputs")
-# Ops that hold a model's weights: where int8 saves size and time. When full
-# int8 loses too much, only these run in int8 (`Calibrated.float_ops_beside_weights`).
-WEIGHT_OPS = frozenset({"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV",
+# Matrix products, convolutions and lookups: where a model's weights (hence
+# int8's saving in size) and most of its arithmetic are. When full int8 loses
+# too much, only these run in int8 (`Calibrated.other_ops`).
+MATRIX_OPS = frozenset({"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV",
                         "BATCH_MATMUL", "GATHER", "EMBEDDING_LOOKUP"})
 # TensorFlow's error when a graph op has no TFLite kernel, e.g.
 # "'tf.CombinedNonMaxSuppression' op is neither a custom op nor a flex op".
@@ -136,6 +137,11 @@ class Calibrated:
     quantisation starts from."""
 
     def __init__(self, flatbuffer: bytes, names: Mapping[str, str], int8_io: bool, source: Any):
+        loops = _loop_bodies(flatbuffer)
+        if int8_io and loops:
+            raise FtkError(f"--int8-io asks for integer ops throughout, but the TFLite file of "
+                           f"{source} runs loops ({', '.join(loops)}), which stay float: "
+                           "TFLite cannot calibrate them. Leave --int8-io out for this model.")
         self._flatbuffer = _without_loop_ranges(flatbuffer)
         self._names = dict(names)
         self.int8_io = int8_io
@@ -156,11 +162,11 @@ class Calibrated:
             _check_int8_inputs(flatbuffer, self._source)
         return flatbuffer
 
-    def float_ops_beside_weights(self) -> list[str]:
-        """The model's ops other than those that hold weights (`WEIGHT_OPS`)
-        and its custom ops: what stays float when only the weight ops run in int8."""
+    def other_ops(self) -> list[str]:
+        """The model's builtin ops outside `MATRIX_OPS`: what stays float when
+        only the matrix ops run in int8."""
         custom = op_names(self._flatbuffer, custom_only=True)
-        return sorted(set(op_names(self._flatbuffer)) - WEIGHT_OPS - set(custom))
+        return sorted(set(op_names(self._flatbuffer)) - MATRIX_OPS - set(custom))
 
 
 def _converter(export_dir: Path, metadata: Mapping[str, Any]) -> tuple[Any, dict[str, str]]:
@@ -234,13 +240,27 @@ def _without_loop_ranges(flatbuffer: bytes) -> bytes:
     detector's boxes and scores all came out as 0.000255 and 1e-6).
     """
     def clear(model: Any) -> None:
-        entries = {signature.subgraphIndex for signature in model.signatureDefs or []}
-        for index, subgraph in enumerate(model.subgraphs or []):
-            if index not in entries:
-                for tensor in subgraph.tensors or []:
-                    tensor.quantization = None
+        for subgraph in _bodies(model):
+            for tensor in subgraph.tensors or []:
+                tensor.quantization = None
 
     return _rewritten(flatbuffer, clear)
+
+
+def _loop_bodies(flatbuffer: bytes) -> list[str]:
+    """The names of a flatbuffer's control-flow subgraphs."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    return [(subgraph.name or b"?").decode() for subgraph in _bodies(model)]
+
+
+def _bodies(model: Any) -> list[Any]:
+    """The subgraphs no signature enters: bodies and conditions of loops
+    and branches."""
+    entries = {signature.subgraphIndex for signature in model.signatureDefs or []}
+    return [subgraph for index, subgraph in enumerate(model.subgraphs or [])
+            if index not in entries]
 
 
 def _rewritten(flatbuffer: bytes, edit: Callable[[Any], None]) -> bytes:
@@ -310,7 +330,7 @@ def interpreter(flatbuffer: bytes) -> Any:
 def describe(flatbuffer: bytes, metadata: Mapping[str, Any], quantize: str,
              int8_io: bool, float_ops: Iterable[str] = ()) -> dict[str, Any]:
     """The sidecar: what a user of the file needs besides the file
-    (`float_ops`: the ops an int8 file keeps float)."""
+    (`float_ops`: the op types an int8 file was made to keep float)."""
     runner = interpreter(flatbuffer)
     signatures = {}
     for key in SIGNATURES:

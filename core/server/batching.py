@@ -2,9 +2,13 @@
 
 A model call on 8 inputs costs little more than on 1 on a CPU, so the server
 queues requests and runs those of the same kind together: up to `max_batch`
-instances, waiting at most `timeout_s` after the first for others to join.
-The calls run one at a time on a thread of their own, so the event loop keeps
-reading requests while the model computes.
+instances, waiting at most `timeout_s` for others to join, counted from the
+first request's arrival or from the end of the model's last call, whichever
+is later. The second clock keeps clients together: the requests that queued
+during a call wait a moment for those the call's answers send next, instead
+of running as a smaller batch of their own (8 clients would otherwise split
+into two alternating groups). The calls run one at a time on a thread of
+their own, so the event loop keeps reading requests while the model computes.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftk-model")
         self._task: asyncio.Task | None = None
+        self._free_since = 0.0  # when the model's last call ended
         self.calls = 0
         self.instances = 0
 
@@ -87,13 +92,14 @@ class Batcher:
                 log.exception("A batch failed")
                 for job in batch:
                     _settle(job, error=error)
+            self._free_since = time.monotonic()
 
     async def _gather(self) -> list[_Job]:
         """The first waiting job and those of its key that fit with it,
-        waiting up to `timeout_s` for more to arrive."""
+        waiting up to `timeout_s` for more to arrive (see the module's note)."""
         first = self._waiting.popleft()
         batch, total = [first], first.size
-        deadline = first.arrived + self.timeout_s
+        deadline = max(first.arrived, self._free_since) + self.timeout_s
         while total < self.max_batch:
             fitting = next((job for job in self._waiting if job.key == first.key
                             and total + job.size <= self.max_batch), None)
