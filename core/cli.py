@@ -206,7 +206,9 @@ def export(run_dir: str, export_format: str, output: str | None, name: str | Non
 @click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True,
               help="Instances one model call runs, gathered across requests.")
 @click.option("--batch-timeout-ms", type=click.FloatRange(0), default=5.0, show_default=True,
-              help="How long the first request of a batch waits for others.")
+              help="How long a batch waits for more requests, from its first "
+                   "request's arrival or the end of the model's last call, whichever "
+                   "is later.")
 @click.option("--max-instances", type=click.IntRange(1), default=256, show_default=True,
               help="Instances one request may hold.")
 @click.option("--max-body-mb", type=click.FloatRange(0, min_open=True), default=16.0,
