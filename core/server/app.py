@@ -54,7 +54,7 @@ def create_app(model: Any, name: str, limits: Limits = Limits()) -> Starlette:
     signatures = model.signatures()
     # Files travel as bytes: a plain string is never read as a path on this machine.
     takes_files = model.task.file_inputs or model.task.page.get("input") == "file"
-    batcher = Batcher(lambda key, payloads: _run(model, limits, key, payloads),
+    batcher = Batcher(lambda key, payloads: _run(model, limits, key, payloads, takes_files),
                       limits.max_batch, limits.batch_timeout_ms / 1000)
 
     @asynccontextmanager
@@ -165,7 +165,8 @@ async def _body(request: Request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
-def _run(model: Any, limits: Limits, key: tuple, payloads: Sequence[Any]) -> list[Any]:
+def _run(model: Any, limits: Limits, key: tuple, payloads: Sequence[Any],
+         takes_files: bool) -> list[Any]:
     """One model call for a batch of requests' payloads; a result per payload."""
     sizes = [len(payload) if key[0] == "predict" else len(next(iter(payload.values())))
              for payload in payloads]
@@ -179,12 +180,26 @@ def _run(model: Any, limits: Limits, key: tuple, payloads: Sequence[Any]) -> lis
                             for row in chunk])
             start += size
         return results
+    if takes_files:
+        _check_files(model, payloads)
     combined = {name: np.concatenate([payload[name] for payload in payloads])
                 for name in payloads[0]}
     outputs = model.call_signature(key[1], combined)
     bounds = np.cumsum([0, *sizes])
     return [{name: value[bounds[i]:bounds[i + 1]] for name, value in outputs.items()}
             for i in range(len(payloads))]
+
+
+def _check_files(model: Any, payloads: Sequence[Any]) -> None:
+    """Put a TF Serving request's file bytes through the task's own input
+    checks, as the readable route does (an image's pixel count, read from
+    its header, before the model decodes it), raising on the first that fails."""
+    for payload in payloads:
+        for values in payload.values():
+            if values.dtype == object:
+                for value in values.reshape(-1):
+                    for _ in model.task.prediction_batches([bytes(value)], 1):
+                        pass
 
 
 def _readable_value(value: Any, where: str, takes_files: bool) -> Any:

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import ftk
-from helpers import ftk_cli, ftk_server, http_json
+from helpers import ftk_cli, ftk_server, http_json, png_declaring
 
 pytestmark = pytest.mark.e2e
 
@@ -170,6 +170,11 @@ def test_images_travel_as_b64_and_a_broken_one_is_named(image, image_server):
     assert status == 400 and body["error"].startswith("instances[1]:"), body
     status, body = http_json(url + "/v1/models/colours:predict", {"instances": [broken]})
     assert status == 400 and "The model cannot run these inputs" in body["error"], body
+    # The TF Serving route checks file bytes as the readable route does.
+    bomb = {"b64": base64.b64encode(png_declaring(50_000, 50_000)).decode()}
+    for route in ("/predict", "/v1/models/colours:predict"):
+        status, body = http_json(url + route, {"instances": [bomb]})
+        assert status == 400 and "too large to decode safely" in body["error"], body
     # Pixels go to the pixels signature as nested lists, checked against its shape.
     size = ftk.load(image.run_dir).config["backbone"]["image_size"]
     pixels = np.zeros((1, size, size, 3)).tolist()
