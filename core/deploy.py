@@ -315,7 +315,8 @@ def main_metric(task: Any, metrics: dict[str, Any]) -> str:
                  and not isinstance(value, bool) and name != "num_examples"), None)
     if name is None:
         raise FtkError(f"The task's evaluation gave no number to compare the TFLite file "
-                       f"by. Received: {sorted(metrics)}")
+                       f"by (received {sorted(metrics)}): its evaluation must return at "
+                       "least one numeric metric.")
     return name
 
 

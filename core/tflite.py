@@ -137,12 +137,11 @@ class Calibrated:
     quantisation starts from."""
 
     def __init__(self, flatbuffer: bytes, names: Mapping[str, str], int8_io: bool, source: Any):
-        loops = _loop_bodies(flatbuffer)
+        self._flatbuffer, loops = _without_loop_ranges(flatbuffer)
         if int8_io and loops:
             raise FtkError(f"--int8-io asks for integer ops throughout, but the TFLite file of "
                            f"{source} runs loops ({', '.join(loops)}), which stay float: "
                            "TFLite cannot calibrate them. Leave --int8-io out for this model.")
-        self._flatbuffer = _without_loop_ranges(flatbuffer)
         self._names = dict(names)
         self.int8_io = int8_io
         self._source = source
@@ -222,55 +221,45 @@ def _check_int8_inputs(flatbuffer: bytes, source: Any) -> None:
 def _renamed_signatures(flatbuffer: bytes, names: Mapping[str, str]) -> bytes:
     """The flatbuffer with its signatures renamed (`serving_tflite` ->
     `serving_default`), so every file has the same two names."""
-    def rename(model: Any) -> None:
-        for signature in model.signatureDefs or []:
-            key = signature.signatureKey.decode()
-            signature.signatureKey = names.get(key, key).encode()
+    from ai_edge_litert import schema_py_generated as schema
 
-    return _rewritten(flatbuffer, rename)
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    for signature in model.signatureDefs or []:
+        key = signature.signatureKey.decode()
+        signature.signatureKey = names.get(key, key).encode()
+    return _packed(model, len(flatbuffer))
 
 
-def _without_loop_ranges(flatbuffer: bytes) -> bytes:
+def _without_loop_ranges(flatbuffer: bytes) -> tuple[bytes, list[str]]:
     """A calibrated flatbuffer without the ranges recorded in control-flow
-    bodies (a `tf.map_fn`'s loop), so that their ops stay float.
+    bodies (a `tf.map_fn`'s loop), so that their ops stay float; and the
+    names of those bodies (none: the flatbuffer as it was).
 
     TFLite's calibrator records a loop body's tensors as it first enters
     them: a list the loop fills still reads as zeros there, and int8 then
     squeezes every value written to it into a range of about 1e-6 (a
     detector's boxes and scores all came out as 0.000255 and 1e-6).
     """
-    def clear(model: Any) -> None:
-        for subgraph in _bodies(model):
-            for tensor in subgraph.tensors or []:
-                tensor.quantization = None
-
-    return _rewritten(flatbuffer, clear)
-
-
-def _loop_bodies(flatbuffer: bytes) -> list[str]:
-    """The names of a flatbuffer's control-flow subgraphs."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
-    return [(subgraph.name or b"?").decode() for subgraph in _bodies(model)]
-
-
-def _bodies(model: Any) -> list[Any]:
-    """The subgraphs no signature enters: bodies and conditions of loops
-    and branches."""
+    # The subgraphs no signature enters: bodies and conditions of loops and branches.
     entries = {signature.subgraphIndex for signature in model.signatureDefs or []}
-    return [subgraph for index, subgraph in enumerate(model.subgraphs or [])
-            if index not in entries]
+    bodies = [subgraph for index, subgraph in enumerate(model.subgraphs or [])
+              if index not in entries]
+    if not bodies:
+        return flatbuffer, []
+    for subgraph in bodies:
+        for tensor in subgraph.tensors or []:
+            tensor.quantization = None
+    return _packed(model, len(flatbuffer)), [(body.name or b"?").decode() for body in bodies]
 
 
-def _rewritten(flatbuffer: bytes, edit: Callable[[Any], None]) -> bytes:
-    """The flatbuffer after `edit` changed its unpacked model in place."""
+def _packed(model: Any, size: int) -> bytes:
+    """An unpacked model (`schema.ModelT`) of about `size` bytes as a flatbuffer."""
     import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
-    edit(model)
-    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
+    builder = flatbuffers.Builder(size + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
